@@ -1,0 +1,339 @@
+"""``Ledger``: the public face of the library. It validates input, asks the clock for the time,
+and delegates every read and write to ``ledger.store`` (the only I/O) and every rule to the pure
+modules (``pricing``, ``budget``, ``estimate``)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .budget import BudgetState
+from .clock import Clock, SystemClock, month_of, parse_month, require_aware
+from .errors import InvalidInput, UnknownModel
+from .money import (
+    MAX_AMOUNT,
+    check_tokens,
+    from_units,
+    price_to_units,
+    to_decimal,
+    to_units,
+)
+from .pricing import BUILTIN_FROM, Price, worst_case_units
+from .store.engine import DEFAULT_URL, make_engine, normalise_url, upgrade
+from .store.ops import Hold, Outcome, Store
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
+
+    from .estimate import Estimator
+    from .invoice import Invoice
+    from .metering import MeteredCall
+    from .reports import BudgetReport
+
+DEFAULT_HOLD_TTL = timedelta(minutes=15)
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A pre-flight estimate: tokens in, the completion cap, and the worst-case cost."""
+
+    model: str
+    prompt_tokens: int
+    max_completion_tokens: int
+    cost: Decimal
+    capped_by_default: bool
+    price: Price
+
+
+def check_name(value: object, field: str) -> str:
+    """A project or model name: a non-empty string of at most 200 characters, kept literally."""
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, not {type(value).__name__}")
+    if not value or not value.strip():
+        raise InvalidInput(f"{field} must not be empty")
+    if len(value) > MAX_NAME:
+        raise InvalidInput(f"{field} must be at most {MAX_NAME} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"{field} must not contain NUL characters")
+    return value
+
+
+class Ledger:
+    """A cost ledger for RunAPI calls: prices, budgets with atomic holds, usage and invoices.
+
+    Example::
+
+        book = Ledger("sqlite:///usage.db")
+        book.set_budget("acme", Decimal("50.00"))
+        client = openai.OpenAI(base_url=..., http_client=book.httpx_client("acme"))
+
+    A ``Ledger`` may be shared by threads. Opening a fresh database migrates it to the head.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        hold_ttl: timedelta = DEFAULT_HOLD_TTL,
+        default_max_tokens: int = 4096,
+        encodings: Mapping[str, str] | None = None,
+        spool_path: str | os.PathLike[str] | None = None,
+        fail_open: bool = False,
+        migrate: bool = True,
+        replay_spool: bool = True,
+    ) -> None:
+        self.url = normalise_url(url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL)
+        self.clock: Clock = clock or SystemClock()
+        if not isinstance(hold_ttl, timedelta) or hold_ttl <= timedelta(0):
+            raise InvalidInput("hold_ttl must be a positive timedelta")
+        self.hold_ttl = hold_ttl
+        self.default_max_tokens = check_tokens(default_max_tokens, "default_max_tokens")
+        self.fail_open = fail_open
+        self._encodings = dict(encodings or {})
+        self._estimator: Estimator | None = None
+        self.engine = make_engine(self.url)
+        self.store = Store(self.engine)
+        if migrate:
+            upgrade(self.engine)
+        from .spool import Spool
+
+        self.spool = Spool(spool_path or Spool.default_path(self.url))
+        if replay_spool and self.spool.exists():
+            self.replay()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        return f"Ledger({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def now(self) -> datetime:
+        return require_aware(self.clock.now(), "clock.now()")
+
+    # -- prices -------------------------------------------------------------------------------
+    def set_price(
+        self,
+        model: str,
+        per_1k: Decimal | int | str | None = None,
+        *,
+        input_per_1k: Decimal | int | str | None = None,
+        output_per_1k: Decimal | int | str | None = None,
+        cached_input_per_1k: Decimal | int | str | None = None,
+        effective_from: datetime | None = None,
+    ) -> Price:
+        """Set a model's price per 1K tokens from ``effective_from`` (default: now) on."""
+        check_name(model, "model")
+        if per_1k is not None:
+            if input_per_1k is not None or output_per_1k is not None:
+                raise InvalidInput("give either per_1k or input_per_1k/output_per_1k, not both")
+            input_per_1k = output_per_1k = per_1k
+        if input_per_1k is None or output_per_1k is None:
+            raise InvalidInput("a price needs per_1k, or both input_per_1k and output_per_1k")
+        when = self.now() if effective_from is None else require_aware(effective_from, "effective_from")
+        price = Price(
+            model, when,
+            price_to_units(input_per_1k, "input_per_1k"),
+            price_to_units(output_per_1k, "output_per_1k"),
+            None if cached_input_per_1k is None
+            else price_to_units(cached_input_per_1k, "cached_input_per_1k"),
+        )
+        self.store.set_price(price, self.now())
+        return price
+
+    def price(self, model: str, at: datetime | None = None) -> Price:
+        """The price of ``model`` in force at ``at`` (default: now); UnknownModel if none."""
+        check_name(model, "model")
+        when = self.now() if at is None else require_aware(at, "at")
+        found = self.store.price_at(model, when)
+        if found is None:
+            raise UnknownModel(model)
+        return found
+
+    def prices(self) -> list[Price]:
+        """Every price in the catalog, by model and date."""
+        return self.store.price_list()
+
+    # -- budgets ------------------------------------------------------------------------------
+    def set_budget(self, project: str, limit: Decimal | int | str, hard: bool = True) -> None:
+        """Set a project's monthly budget (UTC calendar month). ``hard=False``: only flagged."""
+        check_name(project, "project")
+        amount = to_decimal(limit, "limit")
+        if amount <= 0:
+            raise InvalidInput(f"limit must be positive, got {amount}")
+        if amount > MAX_AMOUNT:
+            raise InvalidInput(f"limit must be at most {MAX_AMOUNT}, got {amount}")
+        self.store.set_budget(project, to_units(amount, "limit"), bool(hard), self.now())
+
+    def budget(self, project: str, month: str | None = None) -> BudgetState:
+        """A project's month: limit, settled (spent), held, remaining, status."""
+        check_name(project, "project")
+        return self.store.state(project, self._month(month))
+
+    def spend(self, project: str, month: str | None = None) -> Decimal:
+        """Settled cost of ``project`` in ``month`` (default: the current UTC month)."""
+        return self.budget(project, month).spent
+
+    def _month(self, month: str | None) -> str:
+        return month_of(self.now()) if month is None else parse_month(month)
+
+    # -- estimate -----------------------------------------------------------------------------
+    @property
+    def estimator(self) -> Estimator:
+        if self._estimator is None:
+            from .estimate import Estimator
+
+            self._estimator = Estimator(encodings=self._encodings,
+                                        default_max_tokens=self.default_max_tokens)
+        return self._estimator
+
+    def estimate(self, body: Mapping[str, Any] | bytes | str, shape: str = "openai") -> Estimate:
+        """Tokens and worst-case cost of a request body (OpenAI or Anthropic shape)."""
+        from .shapes import parse_request
+
+        request = parse_request(_shape(shape), _body_bytes(body))
+        if request.model is None:
+            raise InvalidInput("the request body has no \"model\"")
+        tokens = self.estimator.estimate(request)
+        price = self.price(request.model)
+        units = worst_case_units(price, tokens.prompt_tokens, tokens.max_completion_tokens)
+        return Estimate(request.model, tokens.prompt_tokens, tokens.max_completion_tokens,
+                        from_units(units), tokens.capped_by_default, price)
+
+    # -- holds (two-phase) --------------------------------------------------------------------
+    def hold(self, project: str, model: str, prompt_tokens: int, max_completion_tokens: int,
+             *, call_id: str | None = None) -> Hold:
+        """Reserve a call's worst case against the budget; BudgetExceeded if it cannot fit."""
+        check_name(project, "project")
+        check_name(model, "model")
+        check_tokens(prompt_tokens, "prompt_tokens")
+        check_tokens(max_completion_tokens, "max_completion_tokens")
+        return self.store.hold(call_id or new_call_id(), project, model, prompt_tokens,
+                               max_completion_tokens, self.now(), self.hold_ttl)
+
+    def settle(self, call_id: str, prompt_tokens: int, completion_tokens: int, *,
+               cached_tokens: int = 0, estimated: bool = False, status: str = "ok",
+               http_status: int | None = None, error: str | None = None) -> Decimal:
+        """Post a hold at the actual cost (even above the hold). Idempotent by call id."""
+        for name, value in (("prompt_tokens", prompt_tokens),
+                            ("completion_tokens", completion_tokens),
+                            ("cached_tokens", cached_tokens)):
+            check_tokens(value, name)
+        outcome = Outcome(status, prompt_tokens, completion_tokens, cached_tokens, estimated,
+                          http_status, error)
+        return from_units(self.store.settle(call_id, outcome, self.now()))
+
+    def void(self, call_id: str, *, error: str | None = None, http_status: int | None = None,
+             status: str = "failed") -> None:
+        """Release a hold: the call failed and costs zero; it is recorded as failed."""
+        self.store.settle(call_id, Outcome(status, http_status=http_status, error=error),
+                          self.now())
+
+    def expire_holds(self) -> int:
+        """Expire every hold past its TTL (their process died); returns how many."""
+        return self.store.expire(self.now())
+
+    # -- recording by hand --------------------------------------------------------------------
+    def record(self, project: str, model: str, prompt_tokens: int, completion_tokens: int, *,
+               cached_tokens: int = 0, at: datetime | None = None,
+               request_id: str | None = None) -> Decimal:
+        """Record a call's usage; returns its exact cost. The same request_id twice: once."""
+        check_name(project, "project")
+        check_name(model, "model")
+        for name, value in (("prompt_tokens", prompt_tokens),
+                            ("completion_tokens", completion_tokens),
+                            ("cached_tokens", cached_tokens)):
+            check_tokens(value, name)
+        if request_id is not None:
+            check_name(request_id, "request_id")
+        when = self.now() if at is None else require_aware(at, "at")
+        outcome = Outcome("ok", prompt_tokens, completion_tokens, cached_tokens)
+        return from_units(self.store.record(project, model, outcome, when, self.now(), request_id))
+
+    # -- metering (ledger.metering, ledger.transport) ----------------------------------------
+    def metered_call(self, project: str, request_body: Mapping[str, Any] | bytes | str,
+                     shape: str | None = None) -> MeteredCall:
+        """Estimate and hold a call made by any client; settle it from the reply (see README)."""
+        from .metering import MeteredCall
+
+        return MeteredCall(self, project, request_body, shape)
+
+    def httpx_client(self, project: str, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` (OpenAI SDK) whose RunAPI calls are metered for ``project``."""
+        from .transport import httpx_client
+
+        return httpx_client(self, project, **kwargs)
+
+    def async_httpx_client(self, project: str, **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` whose RunAPI calls are metered for ``project``."""
+        from .transport import async_httpx_client
+
+        return async_httpx_client(self, project, **kwargs)
+
+    def httpx2_client(self, project: str, **kwargs: Any) -> httpx2.Client:
+        """An ``httpx2.Client`` (Anthropic SDK, newer OpenAI SDKs) metered for ``project``."""
+        from .transport import httpx2_client
+
+        return httpx2_client(self, project, **kwargs)
+
+    def async_httpx2_client(self, project: str, **kwargs: Any) -> httpx2.AsyncClient:
+        """An ``httpx2.AsyncClient`` metered for ``project``."""
+        from .transport import async_httpx2_client
+
+        return async_httpx2_client(self, project, **kwargs)
+
+    # -- reports and invoices (ledger.reports, ledger.invoice) --------------------------------
+    def invoice(self, project: str, month: str, *, draft: bool = False) -> Invoice:
+        """The invoice of ``project`` for ``month``; issuing freezes it (``draft``: never)."""
+        from .invoice import invoice
+
+        return invoice(self, project, month, draft=draft)
+
+    def budget_report(self, month: str | None = None) -> BudgetReport:
+        """Every project's budget for ``month``: spent, held, remaining, burn rate, forecast."""
+        from .reports import budget_report
+
+        return budget_report(self, self._month(month))
+
+    # -- the spool ----------------------------------------------------------------------------
+    def replay(self) -> int:
+        """Apply the spooled usage (written while the database was failing), exactly once."""
+        return self.spool.replay(self.store, self.now())
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _shape(shape: str) -> Any:
+    if shape not in ("openai", "anthropic"):
+        raise InvalidInput(f"shape must be 'openai' or 'anthropic', got {shape!r}")
+    return shape
+
+
+def _body_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
+    import json
+
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, Mapping):
+        return json.dumps(body).encode()
+    raise TypeError(f"request body must be a mapping, bytes or str, not {type(body).__name__}")

@@ -1,0 +1,136 @@
+"""Opening the database: engine settings per dialect, and bringing the schema to the Alembic head.
+
+SQLite (the zero-setup default): WAL, ``synchronous=FULL`` by default (an event is on disk when
+a settle returns; ``LEDGER_SQLITE_SYNCHRONOUS=NORMAL`` trades power-loss durability for speed),
+a 30 s busy timeout, and ``BEGIN IMMEDIATE`` for every write transaction, so concurrent
+processes queue for the write lock instead of failing with "database is locked".
+
+PostgreSQL (``postgresql://`` or ``postgresql+psycopg://``, through psycopg 3): READ COMMITTED;
+holds are single conditional UPDATEs that re-check their condition under the row lock.
+
+Migrations run once however many processes open a fresh database together: under the SQLite
+write lock, or under a PostgreSQL advisory transaction lock.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_URL = "sqlite:///ledger.db"
+_MIGRATE_LOCK_KEY = 7_265_811_020_264  # pg_advisory_xact_lock key for schema migration
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` and route them through psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for the ledger's transactions on this dialect."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed.render_as_string(hide_password=False))
+    return create_engine(
+        parsed, pool_size=10, max_overflow=20, pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    database = parsed.database or ""
+    memory = database in ("", ":memory:") or "mode=memory" in url
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["pool_size"] = 8
+        kwargs["max_overflow"] = 32
+    engine = create_engine(url, **kwargs)
+    synchronous = os.environ.get("LEDGER_SQLITE_SYNCHRONOUS", "FULL").upper()
+    if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        synchronous = "FULL"
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "DEFERRED" if conn.get_execution_options().get("ledger_read_only") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def migrations_location() -> str:
+    return str(resources.files("ledger.migrations"))
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_location())
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> bool:
+    """Bring the schema to ``revision`` once, whoever else is trying; True if anything ran."""
+    from alembic import command
+
+    head = head_revision() if revision == "head" else revision
+    with engine.connect().execution_options(ledger_read_only=True) as probe:
+        if inspect(probe).has_table("alembic_version") and current_revision(probe) == head:
+            return False
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE holds the write lock throughout
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK_KEY})
+        if current_revision(conn) == head:
+            return False
+        command.upgrade(alembic_config(conn), revision)
+    return True
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK_KEY})
+        command.downgrade(alembic_config(conn), revision)

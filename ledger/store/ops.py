@@ -1,0 +1,480 @@
+"""The ledger's transactional operations: the only code that writes the tables.
+
+Every operation is one short transaction. The hot path never sums history: a hold is one
+conditional UPDATE of the project-month's running totals (``settled + held + amount <= limit``),
+atomic under SQLite's write lock (``BEGIN IMMEDIATE``) and under PostgreSQL's row lock (READ
+COMMITTED re-evaluates the condition on the locked row). Settles, voids and records are
+idempotent by ``call_id`` through the unique key on ``events``; the first resolution wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Engine,
+    Row,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ..budget import BudgetState
+from ..clock import month_of
+from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
+from ..money import from_units
+from ..pricing import Price, cost_units, worst_case_units
+from .schema import budgets, events, from_micros, holds, prices, to_micros, totals
+
+T = TypeVar("T")
+NO_LIMIT = 9_000_000_000_000_000_000
+
+STATUSES = ("ok", "failed", "refused", "cancelled")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A pending reservation: the call's id, where it counts, and the price it will settle at."""
+
+    call_id: str
+    project: str
+    month: str
+    model: str
+    amount_units: int
+    price: Price
+    est_prompt_tokens: int
+    created_at: datetime
+    expires_at: datetime
+    state: str = "pending"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a call ended, as settle() records it."""
+
+    status: str = "ok"                # ok | failed | cancelled | refused
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+    http_status: int | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise InvalidInput(f"status must be one of {STATUSES}, got {self.status!r}")
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise InvalidInput(f"{name} must not be negative, got {value}")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _translate(fn: Callable[..., T]) -> Callable[..., T]:
+    """Database connectivity failures become LedgerUnavailable; everything else passes."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
+            raise
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Store:
+    """Transactional access to one ledger database (thread-safe; share one per process)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(ledger_read_only=True) as conn:
+            with conn.begin():
+                yield conn
+
+    # -- prices -----------------------------------------------------------------------------
+    @_translate
+    def set_price(self, price: Price, now: datetime) -> None:
+        stmt = self._insert(prices).values(
+            model=price.model, effective_from=to_micros(price.effective_from),
+            input_price=price.input_units, output_price=price.output_units,
+            cached_price=price.cached_units, created_at=to_micros(now),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[prices.c.model, prices.c.effective_from],
+            set_={"input_price": stmt.excluded.input_price,
+                  "output_price": stmt.excluded.output_price,
+                  "cached_price": stmt.excluded.cached_price,
+                  "created_at": stmt.excluded.created_at},
+        )
+        with self.write() as conn:
+            conn.execute(stmt)
+
+    @staticmethod
+    def _price_row(conn: Connection, model: str, at: datetime) -> Price | None:
+        row = conn.execute(
+            select(prices.c.effective_from, prices.c.input_price, prices.c.output_price,
+                   prices.c.cached_price)
+            .where(prices.c.model == model, prices.c.effective_from <= to_micros(at))
+            .order_by(prices.c.effective_from.desc()).limit(1)
+        ).first()
+        if row is None:
+            return None
+        return Price(model, from_micros(row[0]), row[1], row[2], row[3])
+
+    @_translate
+    def price_at(self, model: str, at: datetime) -> Price | None:
+        with self.read() as conn:
+            return self._price_row(conn, model, at)
+
+    @_translate
+    def price_list(self) -> list[Price]:
+        with self.read() as conn:
+            rows = conn.execute(
+                select(prices.c.model, prices.c.effective_from, prices.c.input_price,
+                       prices.c.output_price, prices.c.cached_price)
+                .order_by(prices.c.model, prices.c.effective_from)
+            ).all()
+        return [Price(r[0], from_micros(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    # -- budgets ----------------------------------------------------------------------------
+    @_translate
+    def set_budget(self, project: str, limit_units: int, hard: bool, now: datetime) -> None:
+        stmt = self._insert(budgets).values(
+            project=project, limit_units=limit_units, hard=hard, updated_at=to_micros(now))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[budgets.c.project],
+            set_={"limit_units": stmt.excluded.limit_units, "hard": stmt.excluded.hard,
+                  "updated_at": stmt.excluded.updated_at},
+        )
+        with self.write() as conn:
+            conn.execute(stmt)
+
+    @_translate
+    def state(self, project: str, month: str) -> BudgetState:
+        with self.read() as conn:
+            return self._state(conn, project, month)
+
+    @staticmethod
+    def _state(conn: Connection, project: str, month: str) -> BudgetState:
+        budget = conn.execute(
+            select(budgets.c.limit_units, budgets.c.hard).where(budgets.c.project == project)
+        ).first()
+        total = conn.execute(
+            select(totals.c.settled, totals.c.held)
+            .where(totals.c.project == project, totals.c.month == month)
+        ).first()
+        return BudgetState(
+            project, month,
+            None if budget is None else budget[0], bool(budget[1]) if budget else False,
+            total[0] if total else 0, total[1] if total else 0,
+        )
+
+    @_translate
+    def states(self, month: str) -> list[BudgetState]:
+        """Every project with a budget or with activity in ``month``."""
+        with self.read() as conn:
+            rows = conn.execute(
+                select(totals.c.project, totals.c.settled, totals.c.held)
+                .where(totals.c.month == month)
+            ).all()
+            limits = {r[0]: (r[1], bool(r[2])) for r in conn.execute(
+                select(budgets.c.project, budgets.c.limit_units, budgets.c.hard)).all()}
+        found = {r[0]: (r[1], r[2]) for r in rows}
+        out = []
+        for project in sorted(set(found) | set(limits)):
+            limit = limits.get(project)
+            settled, held = found.get(project, (0, 0))
+            out.append(BudgetState(project, month, limit[0] if limit else None,
+                                   limit[1] if limit else False, settled, held))
+        return out
+
+    # -- holds ------------------------------------------------------------------------------
+    @_translate
+    def hold(
+        self, call_id: str, project: str, model: str, prompt_tokens: int,
+        max_completion_tokens: int, now: datetime, ttl: timedelta,
+    ) -> Hold:
+        """Reserve the call's worst case, or raise BudgetExceeded / UnknownModel.
+
+        Idempotent: holding an id that already has a hold returns that hold unchanged.
+        """
+        try:
+            return self._try_hold(call_id, project, model, prompt_tokens,
+                                  max_completion_tokens, now, ttl)
+        except _Refused:
+            pass
+        # Refused: holds of dead processes may be what blocks it. Expire them, then try again.
+        if self.expire(now, project=project, month=month_of(now)):
+            try:
+                return self._try_hold(call_id, project, model, prompt_tokens,
+                                      max_completion_tokens, now, ttl)
+            except _Refused:
+                pass
+        with self.read() as conn:
+            state = self._state(conn, project, month_of(now))
+            price = self._price_row(conn, model, now)
+        assert state.limit is not None and price is not None
+        raise BudgetExceeded(
+            project, state.month, limit=state.limit, spent=state.spent, held=state.held,
+            requested=from_units(worst_case_units(price, prompt_tokens, max_completion_tokens)),
+        )
+
+    def _try_hold(
+        self, call_id: str, project: str, model: str, prompt_tokens: int,
+        max_completion_tokens: int, now: datetime, ttl: timedelta,
+    ) -> Hold:
+        month = month_of(now)
+        with self.write() as conn:
+            price = self._price_row(conn, model, now)
+            if price is None:
+                raise UnknownModel(model)
+            amount = worst_case_units(price, prompt_tokens, max_completion_tokens)
+            created = self._insert(holds).values(
+                id=call_id, project=project, month=month, model=model, amount=amount,
+                input_price=price.input_units, output_price=price.output_units,
+                cached_price=price.cached_units, est_prompt_tokens=prompt_tokens,
+                created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending",
+            ).on_conflict_do_nothing(index_elements=[holds.c.id])
+            if conn.execute(created).rowcount == 0:
+                existing = self._hold_row(conn, call_id)
+                assert existing is not None
+                return existing
+            if not self._reserve(conn, project, month, amount):
+                conn.execute(self._insert(totals).values(project=project, month=month)
+                             .on_conflict_do_nothing())
+                if not self._reserve(conn, project, month, amount):
+                    raise _Refused()  # rolls the hold row back with the transaction
+            return Hold(call_id, project, month, model, amount, price, prompt_tokens,
+                        now, now + ttl)
+
+    @staticmethod
+    def _reserve(conn: Connection, project: str, month: str, amount: int) -> bool:
+        limit = (
+            select(budgets.c.limit_units)
+            .where(budgets.c.project == project, budgets.c.hard.is_(True))
+            .scalar_subquery()
+        )
+        result = conn.execute(
+            update(totals)
+            .where(totals.c.project == project, totals.c.month == month,
+                   totals.c.settled + totals.c.held + amount <= func.coalesce(limit, NO_LIMIT))
+            .values(held=totals.c.held + amount)
+        )
+        return result.rowcount == 1
+
+    @staticmethod
+    def _hold_row(conn: Connection, call_id: str) -> Hold | None:
+        row = conn.execute(select(holds).where(holds.c.id == call_id)).first()
+        return None if row is None else _hold_from_row(row)
+
+    @_translate
+    def get_hold(self, call_id: str) -> Hold | None:
+        with self.read() as conn:
+            return self._hold_row(conn, call_id)
+
+    # -- settle / void / record -------------------------------------------------------------
+    @_translate
+    def settle(self, call_id: str, outcome: Outcome, now: datetime,
+               fallback: tuple[str, str, datetime] | None = None) -> int:
+        """Resolve a call: post its hold at the actual cost (zero unless ``ok``/``cancelled``)
+        and append its event. Returns the cost in units. Idempotent by ``call_id``: a second
+        resolution changes nothing and returns the first one's cost.
+
+        ``fallback`` (project, model, started_at) prices a call whose hold row is missing.
+        """
+        with self.write() as conn:
+            hold = self._hold_row(conn, call_id)
+            if hold is None:
+                if fallback is None:
+                    raise InvalidInput(f"no hold with call id {call_id!r}")
+                project, model, started = fallback
+                price = self._price_row(conn, model, started)
+                if price is None:
+                    raise UnknownModel(model)
+                month, est = month_of(started), None
+            else:
+                project, model, started, price = hold.project, hold.model, hold.created_at, hold.price
+                month, est = hold.month, hold.est_prompt_tokens
+            charged = outcome.status in ("ok", "cancelled")
+            cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
+                                    outcome.cached_tokens) if charged else 0
+            inserted = conn.execute(
+                self._insert(events).values(
+                    call_id=call_id, project=project, month=month, at=to_micros(started),
+                    model=model, status=outcome.status, estimated=outcome.estimated,
+                    prompt_tokens=outcome.prompt_tokens,
+                    completion_tokens=outcome.completion_tokens,
+                    cached_tokens=outcome.cached_tokens, est_prompt_tokens=est,
+                    input_price=price.input_units, output_price=price.output_units,
+                    cached_price=price.cached_units, cost=cost,
+                    http_status=outcome.http_status,
+                    error=None if outcome.error is None else outcome.error[:500],
+                    recorded_at=to_micros(now),
+                ).on_conflict_do_nothing(index_elements=[events.c.call_id])
+            )
+            if inserted.rowcount == 0:
+                first = conn.execute(select(events.c.cost).where(events.c.call_id == call_id))
+                return int(first.scalar_one())
+            released = 0
+            if hold is not None:
+                posted = conn.execute(
+                    update(holds).where(holds.c.id == call_id, holds.c.state == "pending")
+                    .values(state="posted" if charged else "voided")
+                )
+                released = hold.amount_units if posted.rowcount == 1 else 0
+            self._add_totals(conn, project, month, settled=cost, held=-released)
+            return cost
+
+    @_translate
+    def record(
+        self, project: str, model: str, outcome: Outcome, at: datetime, now: datetime,
+        request_id: str | None,
+    ) -> int:
+        """Append a call that was not held (usage reported by hand). Idempotent by request_id."""
+        with self.write() as conn:
+            price = self._price_row(conn, model, at)
+            if price is None:
+                raise UnknownModel(model)
+            month = month_of(at)
+            cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
+                                    outcome.cached_tokens) if outcome.status == "ok" else 0
+            stmt = self._insert(events).values(
+                call_id=request_id, project=project, month=month, at=to_micros(at),
+                model=model, status=outcome.status, estimated=outcome.estimated,
+                prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                cached_tokens=outcome.cached_tokens, est_prompt_tokens=None,
+                input_price=price.input_units, output_price=price.output_units,
+                cached_price=price.cached_units, cost=cost, http_status=outcome.http_status,
+                error=outcome.error, recorded_at=to_micros(now),
+            )
+            if request_id is not None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=[events.c.call_id])
+            if conn.execute(stmt).rowcount == 0:
+                first = conn.execute(select(events.c.cost).where(events.c.call_id == request_id))
+                return int(first.scalar_one())
+            self._add_totals(conn, project, month, settled=cost, held=0)
+            return cost
+
+    @_translate
+    def record_refused(self, call_id: str, project: str, model: str, at: datetime,
+                       now: datetime, reason: str, est_prompt_tokens: int | None) -> None:
+        """Append a refused call (cost zero) so refusals show up in usage and audits."""
+        with self.write() as conn:
+            conn.execute(
+                self._insert(events).values(
+                    call_id=call_id, project=project, month=month_of(at), at=to_micros(at),
+                    model=model, status="refused", estimated=False, prompt_tokens=0,
+                    completion_tokens=0, cached_tokens=0, est_prompt_tokens=est_prompt_tokens,
+                    input_price=0, output_price=0, cached_price=None, cost=0,
+                    http_status=402, error=reason[:500], recorded_at=to_micros(now),
+                ).on_conflict_do_nothing(index_elements=[events.c.call_id])
+            )
+
+    def _add_totals(self, conn: Connection, project: str, month: str, *, settled: int,
+                    held: int) -> None:
+        stmt = self._insert(totals).values(project=project, month=month, settled=settled,
+                                           held=held)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[totals.c.project, totals.c.month],
+            set_={"settled": totals.c.settled + stmt.excluded.settled,
+                  "held": totals.c.held + stmt.excluded.held},
+        ))
+
+    # -- expiry -----------------------------------------------------------------------------
+    @_translate
+    def expire(self, now: datetime, project: str | None = None, month: str | None = None) -> int:
+        """Expire pending holds past their TTL (their process died); returns how many."""
+        cond = [holds.c.state == "pending", holds.c.expires_at <= to_micros(now)]
+        if project is not None:
+            cond.append(holds.c.project == project)
+        if month is not None:
+            cond.append(holds.c.month == month)
+        with self.write() as conn:
+            rows = conn.execute(
+                update(holds).where(*cond).values(state="expired")
+                .returning(holds.c.project, holds.c.month, holds.c.amount)
+            ).all()
+            freed: dict[tuple[str, str], int] = {}
+            for p, m, amount in rows:
+                freed[(p, m)] = freed.get((p, m), 0) + amount
+            for (p, m), amount in freed.items():
+                self._add_totals(conn, p, m, settled=0, held=-amount)
+            return len(rows)
+
+    @_translate
+    def pending_holds(self) -> list[Hold]:
+        with self.read() as conn:
+            rows = conn.execute(select(holds).where(holds.c.state == "pending")).all()
+        return [_hold_from_row(r) for r in rows]
+
+    # -- audits -----------------------------------------------------------------------------
+    @_translate
+    def check_totals(self) -> list[str]:
+        """Differences between running totals and what events and pending holds imply."""
+        with self.read() as conn:
+            recorded = dict(((p, m), (s, h)) for p, m, s, h in conn.execute(
+                select(totals.c.project, totals.c.month, totals.c.settled, totals.c.held)).all())
+            spent = {(p, m): int(s) for p, m, s in conn.execute(
+                select(events.c.project, events.c.month, func.sum(events.c.cost))
+                .group_by(events.c.project, events.c.month)).all()}
+            held = {(p, m): int(s) for p, m, s in conn.execute(
+                select(holds.c.project, holds.c.month, func.sum(holds.c.amount))
+                .where(holds.c.state == "pending")
+                .group_by(holds.c.project, holds.c.month)).all()}
+            negative = conn.execute(select(func.count()).select_from(events).where(
+                or_(events.c.cost < 0, events.c.prompt_tokens < 0,
+                    events.c.completion_tokens < 0))).scalar_one()
+        problems = []
+        for key in sorted(set(recorded) | set(spent) | set(held)):
+            want = (spent.get(key, 0), held.get(key, 0))
+            have = recorded.get(key, (0, 0))
+            if tuple(have) != want:
+                problems.append(f"{key}: totals (settled, held) = {tuple(have)}, events/holds say {want}")
+        if negative:
+            problems.append(f"{negative} events with negative amounts")
+        return problems
+
+
+def _hold_from_row(row: Row[Any]) -> Hold:
+    m = row._mapping
+    price = Price(m["model"], from_micros(m["created_at"]), m["input_price"], m["output_price"],
+                  m["cached_price"])
+    return Hold(m["id"], m["project"], m["month"], m["model"], m["amount"], price,
+                m["est_prompt_tokens"], from_micros(m["created_at"]),
+                from_micros(m["expires_at"]), m["state"])
+
+
+__all__ = ["Hold", "Outcome", "Store", "STATUSES", "and_", "case", "literal", "Sequence"]

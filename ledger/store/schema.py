@@ -1,0 +1,164 @@
+"""The ledger's tables (SQLAlchemy Core). Money and prices are integers (see ``ledger.money``);
+instants are integer microseconds since the Unix epoch, UTC, so that every backend compares,
+indexes and sums them exactly.
+
+* ``prices``  — dated price catalog; the price of a call is the newest row in force at its start.
+* ``budgets`` — one limit per project, applied to each UTC calendar month.
+* ``totals``  — running totals per (project, month): ``settled`` and ``held``. Derived from
+  ``events`` and ``holds`` and updated in the same transaction, so checks never scan history.
+* ``holds``   — TigerBeetle-style pending reservations: pending → posted | voided | expired.
+* ``events``  — append-only record of every call (ok, failed, refused, cancelled); the source
+  of truth for invoices and audits. ``call_id`` makes every settle, void and replay idempotent.
+* ``invoices`` — issued (frozen) invoices, numbered in sequence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# An autoincrementing 64-bit key: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_micros(when: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch."""
+    delta = when - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    from datetime import timedelta
+
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
+class Instant(TypeDecorator[datetime]):
+    """An aware UTC datetime stored as BIGINT microseconds since the epoch."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        return to_micros(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else from_micros(value)
+
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),
+    Column("input_price", BigInteger, nullable=False),
+    Column("output_price", BigInteger, nullable=False),
+    Column("cached_price", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("model", "effective_from"),
+)
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("limit_units", BigInteger, nullable=False),
+    Column("hard", Boolean, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+totals = Table(
+    "totals",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("settled", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("input_price", BigInteger, nullable=False),
+    Column("output_price", BigInteger, nullable=False),
+    Column("cached_price", BigInteger, nullable=True),
+    Column("est_prompt_tokens", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("state", String(10), nullable=False),
+    Index(None, "project", "month", "state", "expires_at"),
+    Index(None, "state", "expires_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("call_id", String(64), nullable=True, unique=True),
+    Column("project", String(200), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("est_prompt_tokens", BigInteger, nullable=True),
+    Column("input_price", BigInteger, nullable=False),
+    Column("output_price", BigInteger, nullable=False),
+    Column("cached_price", BigInteger, nullable=True),
+    Column("cost", BigInteger, nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("invoice_id", BigInteger, nullable=True),
+    Column("recorded_at", BigInteger, nullable=False),
+    Index(None, "project", "month", "model"),
+    Index(None, "month", "project"),
+    Index(None, "project", "invoice_id"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("number", BigInteger, nullable=False, unique=True),
+    Column("project", String(200), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("total_units", BigInteger, nullable=False),
+    Column("document", Text, nullable=False),
+    UniqueConstraint("project", "month"),
+)
