@@ -1,0 +1,307 @@
+"""The two request/response shapes RunAPI serves, read without any I/O.
+
+* ``"openai"``: ``POST .../chat/completions`` (OpenAI Chat Completions).
+* ``"anthropic"``: ``POST .../messages`` (Anthropic Messages).
+
+This package turns a request body into a :class:`CallRequest` (model, stream flag, completion
+cap), reads the :class:`Usage` and completion text out of a response body, and interprets one
+server-sent event of a response stream as a :class:`StreamEvent` (the SSE framing itself lives
+in :mod:`ledger.sse`). The shape-specific details are in :mod:`ledger.shapes.openai` and
+:mod:`ledger.shapes.anthropic`; everything here is pure, stateless and thread-safe.
+
+Readers of response data never raise: a server's body is not trusted, so anything missing,
+malformed or implausible reads as "no usage" (``None``) or "no text" (``""``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from ..errors import InvalidInput
+from ..money import MAX_TOKENS, check_tokens
+
+__all__ = [
+    "CallRequest",
+    "Shape",
+    "StreamEvent",
+    "Usage",
+    "parse_request",
+    "shape_for",
+    "text_from_body",
+    "usage_from_body",
+    "usage_from_fields",
+    "read_stream_event",
+    "with_stream_usage",
+]
+
+Shape = Literal["openai", "anthropic"]
+SHAPES: tuple[Shape, ...] = ("openai", "anthropic")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a call used, as the server reported them.
+
+    ``prompt_tokens`` counts ALL input tokens (for Anthropic: ``input_tokens`` +
+    ``cache_read_input_tokens`` + ``cache_creation_input_tokens``); ``cached_tokens`` is the
+    part of them read from a prompt cache. Constructing one validates it: every count is an
+    ``int`` in ``[0, MAX_TOKENS]`` (``TypeError`` / ``InvalidInput`` otherwise) and
+    ``cached_tokens <= prompt_tokens``.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        check_tokens(self.prompt_tokens, "prompt_tokens")
+        check_tokens(self.completion_tokens, "completion_tokens")
+        check_tokens(self.cached_tokens, "cached_tokens")
+        if self.cached_tokens > self.prompt_tokens:
+            raise InvalidInput(
+                f"cached_tokens ({self.cached_tokens}) exceeds prompt_tokens ({self.prompt_tokens})"
+            )
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """A parsed request body: what the ledger needs to know before forwarding it.
+
+    ``model`` is ``None`` when absent or not a string. ``max_tokens`` is the completion cap the
+    request sets (OpenAI: ``max_completion_tokens``, else ``max_tokens``; Anthropic:
+    ``max_tokens``), ``None`` when absent or not a non-negative integer. ``body`` is the parsed
+    JSON object itself (treat it as read-only).
+    """
+
+    shape: Shape
+    model: str | None
+    stream: bool
+    max_tokens: int | None
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """What one server-sent event of a response stream says.
+
+    ``usage_fields`` are the valid token counts the event carries, keyed by the shape's own
+    field names (merge them into the fields seen so far, then read a :class:`Usage` with
+    :func:`usage_from_fields`). ``usage_only`` marks OpenAI's usage-only chunk
+    (``choices == []`` with a ``usage``), the one a client that did not ask for it must not see.
+    """
+
+    text: str = ""
+    usage_fields: Mapping[str, int] | None = None
+    done: bool = False
+    error: str | None = None
+    garbled: bool = False
+    usage_only: bool = False
+
+
+GARBLED = StreamEvent(garbled=True)
+NOTHING = StreamEvent()
+
+
+class BadCount(Exception):
+    """Internal: a token count is present but is not a plausible count."""
+
+
+def token_field(usage: Mapping[str, Any], key: str) -> int | None:
+    """The token count under ``key``: ``None`` when absent or null.
+
+    Raises :class:`BadCount` when present but not an int (bools and floats included), negative,
+    or larger than ``MAX_TOKENS``.
+    """
+    value = usage.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise BadCount(key)
+    return value
+
+
+def make_usage(prompt: int, completion: int, cached: int) -> Usage | None:
+    """A :class:`Usage`, or ``None`` when the counts are implausible together."""
+    if prompt > MAX_TOKENS or cached > prompt:
+        return None
+    return Usage(prompt, completion, cached)
+
+
+def nonnegative_int(value: object) -> int | None:
+    """``value`` as a non-negative int (an integral float is accepted), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def error_message(error: object) -> str:
+    """A readable message from an API error object (``{"message": ...}``) or anything else."""
+    if isinstance(error, Mapping):
+        for key in ("message", "type", "code"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value
+    elif isinstance(error, str) and error:
+        return error
+    try:
+        text = json.dumps(error, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = ""
+    return text if text and text != "null" else "unknown error"
+
+
+def load_object(body: bytes | str) -> dict[str, Any] | None:
+    """The JSON object in ``body``, or ``None`` when it is not one. Never raises."""
+    try:
+        value = json.loads(body)
+    except Exception:  # ValueError, RecursionError, huge ints, bad encodings: all "not JSON"
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact JSON bytes; UTF-8 where possible, ASCII escapes when the text has lone surrogates."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+# -- the public entry points (they dispatch to the shape modules) ------------------------------
+
+
+def shape_for(method: str, path: str) -> Shape | None:
+    """The shape of a call from its HTTP method and path, or ``None`` if it is not a metered call.
+
+    ``POST`` to a path ending in ``/chat/completions`` is OpenAI-shaped, to one ending in
+    ``/messages`` Anthropic-shaped. A query string, a fragment and trailing slashes are ignored.
+    OpenAI's Assistants ``/threads/{id}/messages`` (which creates a message, not a completion)
+    is not a metered call.
+    """
+    if method.upper() != "POST":
+        return None
+    path = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    if path.endswith("/chat/completions"):
+        return "openai"
+    if path.endswith("/messages"):
+        segments = path.split("/")
+        if len(segments) >= 4 and segments[-3] == "threads":
+            return None
+        return "anthropic"
+    return None
+
+
+def parse_request(shape: Shape, body: bytes) -> CallRequest:
+    """Parse a request body of the given shape.
+
+    Raises :class:`~ledger.errors.InvalidInput` when ``shape`` is unknown or ``body`` is not a
+    JSON object. Fields of the wrong type never raise: they read as absent.
+    """
+    module = _module(shape)
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise InvalidInput(f"the {shape} request body is nested too deeply") from None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits
+        raise InvalidInput(f"the {shape} request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"the {shape} request body must be a JSON object, not {type(value).__name__}"
+            if value is not None
+            else f"the {shape} request body must be a JSON object, not null"
+        )
+    model = value.get("model")
+    return CallRequest(
+        shape=shape,
+        model=model if isinstance(model, str) else None,
+        stream=value.get("stream") is True,
+        max_tokens=module.max_tokens(value),
+        body=value,
+    )
+
+
+def usage_from_body(shape: Shape, body: bytes) -> Usage | None:
+    """The usage reported in a (non-streaming) response body; ``None`` if absent or implausible.
+
+    Never raises, whatever the bytes: missing or null required counts, non-integers, bools,
+    negatives and counts above ``MAX_TOKENS`` all give ``None``.
+    """
+    try:
+        module = _module(shape)
+        obj = load_object(body)
+        return None if obj is None else module.usage_from_object(obj)
+    except Exception:  # belt and braces: this reads untrusted bytes and must never raise
+        return None
+
+
+def text_from_body(shape: Shape, body: bytes) -> str:
+    """The completion text of a (non-streaming) response body; ``""`` on anything unexpected."""
+    try:
+        module = _module(shape)
+        obj = load_object(body)
+        return "" if obj is None else module.text_from_object(obj)
+    except Exception:
+        return ""
+
+
+def usage_from_fields(shape: Shape, fields: Mapping[str, int]) -> Usage | None:
+    """The :class:`Usage` that the stream usage fields merged so far add up to, if complete."""
+    try:
+        return _module(shape).usage_from_fields(fields)
+    except Exception:
+        return None
+
+
+def read_stream_event(shape: Shape, event: str, data: str) -> StreamEvent:
+    """Interpret one server-sent event (its ``event:`` type, possibly ``""``, and its data)."""
+    try:
+        return _module(shape).read_stream_event(event, data)
+    except Exception:
+        return GARBLED
+
+
+def with_stream_usage(req: CallRequest) -> tuple[bytes, bool] | None:
+    """Ask an OpenAI stream to report its usage.
+
+    For an OpenAI streaming request whose ``stream_options.include_usage`` is not ``true``,
+    return ``(new body bytes with stream_options.include_usage = true, True)``; the ``True``
+    says the ledger injected it, so the usage-only chunk must be dropped before the caller sees
+    it (``StreamMeter(..., drop_usage_chunk=True)``). Anything else: ``None`` (send the body as
+    it is).
+    """
+    if req.shape != "openai" or not req.stream:
+        return None
+    return openai.with_stream_usage(req.body)
+
+
+class _ShapeModule(Protocol):
+    """What each shape module provides (``ledger.shapes.openai``, ``ledger.shapes.anthropic``)."""
+
+    def max_tokens(self, body: Mapping[str, Any]) -> int | None: ...
+
+    def usage_from_object(self, obj: Mapping[str, Any]) -> Usage | None: ...
+
+    def text_from_object(self, obj: Mapping[str, Any]) -> str: ...
+
+    def usage_from_fields(self, fields: Mapping[str, int]) -> Usage | None: ...
+
+    def read_stream_event(self, event: str, data: str) -> StreamEvent: ...
+
+
+def _module(shape: str) -> _ShapeModule:
+    if shape == "openai":
+        return openai
+    if shape == "anthropic":
+        return anthropic
+    raise InvalidInput(f"unknown API shape {shape!r}: expected 'openai' or 'anthropic'")
+
+
+from . import anthropic, openai  # noqa: E402  (the shape modules use the types defined above)

@@ -267,8 +267,8 @@ class Store:
                 input_price=price.input_units, output_price=price.output_units,
                 cached_price=price.cached_units, est_prompt_tokens=prompt_tokens,
                 created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending",
-            ).on_conflict_do_nothing(index_elements=[holds.c.id])
-            if conn.execute(created).rowcount == 0:
+            ).on_conflict_do_nothing(index_elements=[holds.c.id]).returning(holds.c.id)
+            if conn.execute(created).first() is None:
                 existing = self._hold_row(conn, call_id)
                 assert existing is not None
                 return existing
@@ -344,8 +344,9 @@ class Store:
                     error=None if outcome.error is None else outcome.error[:500],
                     recorded_at=to_micros(now),
                 ).on_conflict_do_nothing(index_elements=[events.c.call_id])
-            )
-            if inserted.rowcount == 0:
+                .returning(events.c.id)
+            ).first()
+            if inserted is None:
                 first = conn.execute(select(events.c.cost).where(events.c.call_id == call_id))
                 return int(first.scalar_one())
             released = 0
@@ -382,7 +383,7 @@ class Store:
             )
             if request_id is not None:
                 stmt = stmt.on_conflict_do_nothing(index_elements=[events.c.call_id])
-            if conn.execute(stmt).rowcount == 0:
+            if conn.execute(stmt.returning(events.c.id)).first() is None:
                 first = conn.execute(select(events.c.cost).where(events.c.call_id == request_id))
                 return int(first.scalar_one())
             self._add_totals(conn, project, month, settled=cost, held=0)
