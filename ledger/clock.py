@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from .errors import InvalidInput
@@ -19,14 +19,14 @@ class SystemClock:
     """The real wall clock, in UTC."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class ManualClock:
     """A clock that moves only when told to (for tests and simulations)."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = require_aware(start, "start") if start else datetime(2026, 11, 1, tzinfo=timezone.utc)
+        self._now = require_aware(start, "start") if start else datetime(2026, 11, 1, tzinfo=UTC)
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -45,7 +45,7 @@ class ManualClock:
 
     def set(self, when: datetime) -> None:
         with self._lock:
-            self._now = require_aware(when, "when").astimezone(timezone.utc)
+            self._now = require_aware(when, "when").astimezone(UTC)
 
 
 def require_aware(value: datetime, field: str) -> datetime:
@@ -54,7 +54,7 @@ def require_aware(value: datetime, field: str) -> datetime:
         raise TypeError(f"{field} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(f"{field} must be timezone-aware (got naive {value.isoformat()})")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def month_of(when: datetime) -> str:
@@ -75,6 +75,6 @@ def parse_month(month: str) -> str:
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
     """The first instant of ``month`` and of the month after, both UTC."""
-    start = datetime.strptime(parse_month(month), "%Y-%m").replace(tzinfo=timezone.utc)
+    start = datetime.strptime(parse_month(month), "%Y-%m").replace(tzinfo=UTC)
     nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start, nxt

@@ -23,7 +23,7 @@ from .money import (
     to_decimal,
     to_units,
 )
-from .pricing import BUILTIN_FROM, Price, worst_case_units
+from .pricing import Price, worst_case_units
 from .store.engine import DEFAULT_URL, make_engine, normalise_url, upgrade
 from .store.ops import Hold, Outcome, Store
 

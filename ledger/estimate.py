@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tiktoken
+import tiktoken.registry
 
 from .errors import InvalidInput
 from .money import MAX_TOKENS
@@ -89,13 +90,15 @@ _loading: dict[str, Future[tiktoken.Encoding]] = {}
 
 def _construct(name: str) -> tiktoken.Encoding:
     """Build an encoding without holding tiktoken's global lock (a download may take long)."""
-    try:
-        tiktoken.registry.list_encoding_names()  # finds the plugins' constructors
-        constructor: Callable[[], dict[str, Any]] = tiktoken.registry.ENCODING_CONSTRUCTORS[name]
-    except (AttributeError, TypeError):  # a tiktoken without these internals
+    known = tiktoken.registry.list_encoding_names()  # imports the plugins, finds constructors
+    if name not in known:
+        raise ValueError(f"unknown tiktoken encoding {name!r}; known: {sorted(known)}")
+    constructors = getattr(tiktoken.registry, "ENCODING_CONSTRUCTORS", None)
+    constructor: Callable[[], dict[str, Any]] | None = (
+        constructors.get(name) if isinstance(constructors, dict) else None
+    )
+    if constructor is None:  # a tiktoken whose internals moved: take its (locking) public path
         return tiktoken.get_encoding(name)
-    except KeyError:
-        raise ValueError(f"unknown tiktoken encoding {name!r}") from None
     return tiktoken.Encoding(**constructor())
 
 
@@ -123,7 +126,7 @@ def _load_encoding(name: str, timeout: float) -> tiktoken.Encoding | None:
         encoding = _loaded.get(name)
         if encoding is not None:
             return encoding
-        future = _loading.get(name)
+        future: Future[tiktoken.Encoding] | None = _loading.get(name)
         if future is None:
             future = Future()
             _loading[name] = future
@@ -135,7 +138,7 @@ def _load_encoding(name: str, timeout: float) -> tiktoken.Encoding | None:
             ).start()
     try:
         return future.result(timeout=timeout)
-    except BaseException:  # TimeoutError, or whatever the load raised
+    except Exception:  # noqa: BLE001 - TimeoutError, or whatever the load raised
         return None
 
 
@@ -198,7 +201,7 @@ class Estimator:
         try:
             counter = _Counter(self, req.model)
             total = counter.anthropic(body) if req.shape == "anthropic" else counter.openai(body)
-        except Exception:  # RecursionError on absurd nesting, a non-JSON hand-built body...
+        except Exception:  # noqa: BLE001 - RecursionError on absurd nesting, a non-JSON hand-built body...
             total = _json_size(body)
         return min(total, MAX_TOKENS)
 
@@ -217,6 +220,9 @@ class Estimator:
     def _encoding(self, name: str) -> tiktoken.Encoding | None:
         encoding = _cached_encoding(name)
         if encoding is not None:
+            if name in self._failed:  # a slow load that finished after all
+                with self._lock:
+                    self._failed.discard(name)
             return encoding
         with self._lock:
             if name in self._failed:
@@ -358,8 +364,8 @@ def _json_size(value: object) -> int:
     """UTF-8 size of ``value``'s JSON: an upper bound of its tokens. Never raises."""
     try:
         return _utf8_size(_dumps(value))
-    except Exception:  # circular or absurdly deep: nothing sensible can be counted
+    except Exception:  # noqa: BLE001 - circular or absurdly deep: nothing sensible can be counted
         try:
             return _utf8_size(repr(value))
-        except Exception:
+        except Exception:  # noqa: BLE001 - must never raise
             return MAX_TOKENS

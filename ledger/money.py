@@ -29,7 +29,7 @@ CURRENCY = "USD"
 
 def to_decimal(value: object, field: str = "amount") -> Decimal:
     """Make a Decimal from a Decimal, int or numeric string; floats raise TypeError."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise TypeError(
             f"{field} must be a Decimal, int or str, not {type(value).__name__} "
             f"(floats cannot hold money exactly: use Decimal('...'))"

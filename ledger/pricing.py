@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from .money import from_units, price_from_units
@@ -16,7 +16,7 @@ from .money import from_units, price_from_units
 #: RunAPI's published list: one price per model for input and output, per 1K tokens.
 RUNAPI_PRICES: dict[str, str] = {"kimi-k2.5": "0.020", "kimi-k2.6": "0.020"}
 #: The built-in prices are in force from the beginning of time.
-BUILTIN_FROM = datetime(1970, 1, 1, tzinfo=timezone.utc)
+BUILTIN_FROM = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ def price_in_force(catalog: Iterable[Price], model: str, at: datetime) -> Price 
     """The newest price of ``model`` whose ``effective_from`` is at or before ``at``."""
     best: Price | None = None
     for price in catalog:
-        if price.model == model and price.effective_from <= at:
-            if best is None or price.effective_from > best.effective_from:
-                best = price
+        eligible = price.model == model and price.effective_from <= at
+        if eligible and (best is None or price.effective_from > best.effective_from):
+            best = price
     return best
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def clock() -> ManualClock:
     """A clock that moves only when told: 2026-11-10 12:00 UTC."""
-    return ManualClock(datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc))
+    return ManualClock(datetime(2026, 11, 10, 12, 0, tzinfo=UTC))
 
 
 @pytest.fixture

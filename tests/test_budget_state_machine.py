@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import settings
@@ -41,7 +41,7 @@ class TwoPhaseBudget(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp()
-        self.clock = ManualClock(datetime(2026, 11, 28, tzinfo=timezone.utc))
+        self.clock = ManualClock(datetime(2026, 11, 28, tzinfo=UTC))
         self.book = Ledger(f"sqlite:///{self.dir}/l.db", clock=self.clock, hold_ttl=TTL)
         self.book.set_budget("p", LIMIT)
         self.limit = to_units(LIMIT)

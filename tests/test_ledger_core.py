@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -42,7 +42,7 @@ class TestPrices:
     def test_mid_month_change_bills_old_calls_at_old_price(self, any_book: Ledger,
                                                            clock: ManualClock) -> None:
         """A call is priced at the price in force when it started."""
-        start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        start = datetime(2026, 11, 1, tzinfo=UTC)
         any_book.set_price("m", Decimal("0.010"), effective_from=start)
         any_book.set_price("m", Decimal("0.020"), effective_from=start + timedelta(days=15))
         old = any_book.record("acme", "m", 1000, 0, at=start + timedelta(days=3))
@@ -93,7 +93,7 @@ class TestBudgets:
 
     def test_budget_is_per_calendar_month(self, any_book: Ledger, clock: ManualClock) -> None:
         """Spend resets on the 1st of the month (UTC), not after 30 days."""
-        clock.set(datetime(2026, 11, 30, 23, 59, tzinfo=timezone.utc))
+        clock.set(datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
         any_book.set_budget("acme", Decimal("0.05"))
         h = any_book.hold("acme", "kimi-k2.5", 1000, 1000)
         any_book.settle(h.call_id, 1000, 1000)
@@ -197,7 +197,7 @@ class TestRecord:
     def test_record_uses_the_month_of_the_call(self, any_book: Ledger) -> None:
         """A call recorded with ``at`` in October counts in October."""
         any_book.record("acme", "kimi-k2.5", 1000, 0,
-                        at=datetime(2026, 10, 31, 23, 0, tzinfo=timezone.utc))
+                        at=datetime(2026, 10, 31, 23, 0, tzinfo=UTC))
         assert any_book.spend("acme", month="2026-10") == Decimal("0.02")
         assert any_book.spend("acme", month="2026-11") == 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -25,7 +25,7 @@ from ledger.pricing import Price, price_in_force
 tokens = st.integers(min_value=0, max_value=MAX_TOKENS)
 price_units = st.integers(min_value=0, max_value=10**10)
 instants = st.datetimes(
-    min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(timezone.utc)
+    min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
 )
 
 
@@ -74,32 +74,32 @@ class TestCostMath:
     def test_cost_is_linear(self, pin: int, pout: int, a_in: int, a_out: int, b_in: int,
                             b_out: int) -> None:
         """cost(a) + cost(b) == cost(a + b), exactly."""
-        p = Price("m", datetime(2026, 1, 1, tzinfo=timezone.utc), pin, pout)
+        p = Price("m", datetime(2026, 1, 1, tzinfo=UTC), pin, pout)
         assert p.cost(a_in, a_out) + p.cost(b_in, b_out) == p.cost(a_in + b_in, a_out + b_out)
 
     @given(price_units, price_units, tokens, tokens, st.integers(0, 1000), st.integers(0, 1000))
     def test_cost_is_monotone(self, pin: int, pout: int, t_in: int, t_out: int, more_in: int,
                               more_out: int) -> None:
         """More tokens never cost less."""
-        p = Price("m", datetime(2026, 1, 1, tzinfo=timezone.utc), pin, pout)
+        p = Price("m", datetime(2026, 1, 1, tzinfo=UTC), pin, pout)
         assert p.cost(t_in + more_in, t_out + more_out) >= p.cost(t_in, t_out)
 
     @given(price_units, price_units)
     def test_zero_tokens_cost_zero(self, pin: int, pout: int) -> None:
         """No tokens, no charge, whatever the price."""
-        assert Price("m", datetime(2026, 1, 1, tzinfo=timezone.utc), pin, pout).cost(0, 0) == 0
+        assert Price("m", datetime(2026, 1, 1, tzinfo=UTC), pin, pout).cost(0, 0) == 0
 
     @given(tokens, tokens)
     def test_cost_is_tokens_times_price_over_1000(self, t_in: int, t_out: int) -> None:
         """The stored integer cost equals the textbook Decimal formula exactly."""
-        p = Price("m", datetime(2026, 1, 1, tzinfo=timezone.utc),
+        p = Price("m", datetime(2026, 1, 1, tzinfo=UTC),
                   price_to_units("0.020"), price_to_units("0.0615"))
         expected = Decimal(t_in) * Decimal("0.020") / 1000 + Decimal(t_out) * Decimal("0.0615") / 1000
         assert p.cost(t_in, t_out) == expected
 
     def test_cached_tokens_use_the_cached_price(self) -> None:
         """Cached input is billed at the cached price, the rest of the prompt at the input price."""
-        p = Price("m", datetime(2026, 1, 1, tzinfo=timezone.utc), price_to_units("0.010"),
+        p = Price("m", datetime(2026, 1, 1, tzinfo=UTC), price_to_units("0.010"),
                   price_to_units("0.030"), price_to_units("0.001"))
         assert p.cost(1000, 1000, cached_tokens=400) == Decimal("0.006") + Decimal("0.0004") + Decimal("0.03")
 
@@ -131,7 +131,7 @@ class TestPriceInForce:
 
     def test_store_agrees_with_the_pure_rule(self, book) -> None:  # type: ignore[no-untyped-def]
         """The database lookup picks the same price as ``price_in_force`` at every instant."""
-        base = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        base = datetime(2026, 11, 1, tzinfo=UTC)
         for day, price in ((0, "0.010"), (10, "0.020"), (20, "0.015")):
             book.set_price("m", Decimal(price), effective_from=base + timedelta(days=day))
         catalog = [p for p in book.prices() if p.model == "m"]

@@ -34,7 +34,7 @@ from ..budget import BudgetState
 from ..clock import month_of
 from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
 from ..money import from_units
-from ..pricing import Price, cost_units, worst_case_units
+from ..pricing import Price, worst_case_units
 from .schema import budgets, events, from_micros, holds, prices, to_micros, totals
 
 T = TypeVar("T")
@@ -478,4 +478,4 @@ def _hold_from_row(row: Row[Any]) -> Hold:
                 from_micros(m["expires_at"]), m["state"])
 
 
-__all__ = ["Hold", "Outcome", "Store", "STATUSES", "and_", "case", "literal", "Sequence"]
+__all__ = ["STATUSES", "Hold", "Outcome", "Sequence", "Store", "and_", "case", "literal"]

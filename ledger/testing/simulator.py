@@ -39,7 +39,7 @@ Content-Length. Connections are kept alive between requests.
 
 Behaviours
 ----------
-Each request to ``/chat/completions`` or ``/messages`` takes the next ``Behavior`` from the
+Each ``POST`` to ``/chat/completions`` or ``/messages`` takes the next ``Behavior`` from the
 FIFO queue filled by ``enqueue()``, or ``sim.default`` when the queue is empty (``Behavior()``
 is a normal success). Other paths (models, count_tokens) always behave normally and never
 consume the queue. Every request, on any path, is recorded in ``sim.requests`` *before* its
@@ -751,7 +751,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        is_api = path in _OPENAI_PATHS or path in _ANTHROPIC_PATHS
+        api_path = path in _OPENAI_PATHS or path in _ANTHROPIC_PATHS
+        is_api = _is_api_request(self.command, path)
         sim._record(
             RecordedRequest(
                 method=self.command,
@@ -766,6 +767,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
         if is_api:
             self._api(_shape_of(path), parsed, sim._next_behavior())
+        elif api_path:
+            self._send_json(
+                405,
+                _error_payload(_shape_of(path), 405, f"Method {self.command} not allowed"),
+                {"Allow": "POST"},
+            )
         elif path in _MODELS_PATHS or path.startswith(("/v1/models/", "/models/")):
             self._models(path, headers)
         elif path in _COUNT_TOKENS_PATHS and self.command == "POST":
@@ -825,10 +832,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         extra: dict[str, str] = {"x-request-id": request_id, "request-id": request_id}
         extra.update(dict(behavior.headers))
         self.pause(behavior.delay)
-
-        if self.command != "POST":
-            self._send_json(405, _error_payload(shape, 405, "Method not allowed"), extra)
-            return
         wants_stream = isinstance(parsed, dict) and parsed.get("stream") is True
         if behavior.raw is not None:
             content_type = behavior.content_type or (
@@ -989,6 +992,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         out.finish()
 
 
+def _is_api_request(method: str, path: str) -> bool:
+    return method == "POST" and (path in _OPENAI_PATHS or path in _ANTHROPIC_PATHS)
+
+
 def _shape_of(path: str) -> Shape:
     return "anthropic" if "/messages" in path else "openai"
 
@@ -1144,11 +1151,9 @@ class RunAPISimulator:
 
     @property
     def api_requests(self) -> list[RecordedRequest]:
-        """Only the ``/chat/completions`` and ``/messages`` requests."""
+        """Only the requests counted by ``request_count``, in arrival order."""
         with self._lock:
-            return [
-                r for r in self._requests if r.path in _OPENAI_PATHS or r.path in _ANTHROPIC_PATHS
-            ]
+            return [r for r in self._requests if _is_api_request(r.method, r.path)]
 
     @property
     def last_request(self) -> RecordedRequest | None:
@@ -1157,7 +1162,10 @@ class RunAPISimulator:
 
     @property
     def request_count(self) -> int:
-        """Number of ``/chat/completions`` and ``/messages`` requests received."""
+        """Number of ``POST /chat/completions`` and ``POST /messages`` requests received.
+
+        (Also with the ``/v1`` prefix; models, count_tokens and other paths do not count.)
+        """
         with self._lock:
             return self._request_count
 

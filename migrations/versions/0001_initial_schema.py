@@ -1,7 +1,7 @@
 """initial schema, with RunAPI's published prices (kimi-k2.5, kimi-k2.6: $0.020 per 1K tokens)
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 04:32:49.261977
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision = '0001'
 down_revision = None
