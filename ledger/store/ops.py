@@ -9,7 +9,7 @@ idempotent by ``call_id`` through the unique key on ``events``; the first resolu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,10 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Engine,
     Row,
-    and_,
-    case,
     func,
-    literal,
     or_,
     select,
     update,
@@ -478,4 +475,4 @@ def _hold_from_row(row: Row[Any]) -> Hold:
                 from_micros(m["expires_at"]), m["state"])
 
 
-__all__ = ["STATUSES", "Hold", "Outcome", "Sequence", "Store", "and_", "case", "literal"]
+__all__ = ["STATUSES", "Hold", "Outcome", "Store"]
