@@ -105,10 +105,10 @@ def _construct(name: str) -> tiktoken.Encoding:
 def _load_in_background(name: str, future: Future[tiktoken.Encoding]) -> None:
     try:
         encoding = _construct(name)
-    except BaseException as exc:  # noqa: BLE001 - reported through the future
+    except BaseException as exc:  # reported through the future, as an ordinary Exception
         with _lock:
             _loading.pop(name, None)
-        future.set_exception(exc)
+        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         return
     with _lock:
         _loaded[name] = encoding
@@ -130,15 +130,19 @@ def _load_encoding(name: str, timeout: float) -> tiktoken.Encoding | None:
         if future is None:
             future = Future()
             _loading[name] = future
-            threading.Thread(
-                target=_load_in_background,
-                args=(name, future),
-                name=f"ledger-tiktoken-{name}",
-                daemon=True,
-            ).start()
+            try:
+                threading.Thread(
+                    target=_load_in_background,
+                    args=(name, future),
+                    name=f"ledger-tiktoken-{name}",
+                    daemon=True,
+                ).start()
+            except RuntimeError:  # no thread can be started (interpreter shutting down...)
+                _loading.pop(name, None)
+                return None
     try:
         return future.result(timeout=timeout)
-    except Exception:  # noqa: BLE001 - TimeoutError, or whatever the load raised
+    except Exception:  # TimeoutError, or whatever the load raised
         return None
 
 
@@ -201,7 +205,7 @@ class Estimator:
         try:
             counter = _Counter(self, req.model)
             total = counter.anthropic(body) if req.shape == "anthropic" else counter.openai(body)
-        except Exception:  # noqa: BLE001 - RecursionError on absurd nesting, a non-JSON hand-built body...
+        except Exception:  # RecursionError on absurd nesting, a non-JSON hand-built body...
             total = _json_size(body)
         return min(total, MAX_TOKENS)
 
@@ -364,8 +368,8 @@ def _json_size(value: object) -> int:
     """UTF-8 size of ``value``'s JSON: an upper bound of its tokens. Never raises."""
     try:
         return _utf8_size(_dumps(value))
-    except Exception:  # noqa: BLE001 - circular or absurdly deep: nothing sensible can be counted
+    except Exception:  # circular or absurdly deep: nothing sensible can be counted
         try:
             return _utf8_size(repr(value))
-        except Exception:  # noqa: BLE001 - must never raise
+        except Exception:
             return MAX_TOKENS

@@ -143,7 +143,7 @@ class StreamMeter:
             if not self._drop:
                 try:
                     self._scan(chunk)
-                except Exception:  # noqa: BLE001 - never let a parsing bug break the caller's stream
+                except Exception:  # never let a parsing bug break the caller's stream
                     self._break()
                 return chunk
             base = len(self._hold)
@@ -151,7 +151,7 @@ class StreamMeter:
             try:
                 ends = self._scan(chunk)
                 return self._release(base, chunk, ends)
-            except Exception:  # noqa: BLE001 - must never raise
+            except Exception:
                 self._break()
                 released = bytes(self._hold)
                 self._hold.clear()
@@ -171,7 +171,7 @@ class StreamMeter:
                         self._take_line(self._strip_bom(line))
                     if not self._skipping:
                         self._close_event(droppable=False)
-                except Exception:  # noqa: BLE001 - must never raise
+                except Exception:
                     self._break()
             released = bytes(self._hold)
             self._hold.clear()

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Engine,
-    Row,
     func,
     or_,
     select,
@@ -32,10 +31,10 @@ from ..clock import month_of
 from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
 from ..money import from_units
 from ..pricing import Price, worst_case_units
+from .prepared import HOLD_COLUMNS, NO_LIMIT, HotStatements, raw_transaction
 from .schema import budgets, events, from_micros, holds, prices, to_micros, totals
 
 T = TypeVar("T")
-NO_LIMIT = 9_000_000_000_000_000_000
 
 STATUSES = ("ok", "failed", "refused", "cancelled")
 
@@ -95,6 +94,10 @@ def _translate(fn: Callable[..., T]) -> Callable[..., T]:
             if exc.connection_invalidated:
                 raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
             raise
+        except Exception as exc:  # raw DBAPI errors from the hot path
+            if isinstance(exc, args[0]._unavailable):
+                raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+            raise
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -108,6 +111,10 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self.hot = HotStatements(engine)
+        dbapi = engine.dialect.loaded_dbapi
+        self._unavailable: tuple[type[BaseException], ...] = (
+            dbapi.OperationalError, dbapi.InterfaceError)
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -253,49 +260,37 @@ class Store:
         self, call_id: str, project: str, model: str, prompt_tokens: int,
         max_completion_tokens: int, now: datetime, ttl: timedelta,
     ) -> Hold:
-        month = month_of(now)
-        with self.write() as conn:
-            price = self._price_row(conn, model, now)
+        month, hot = month_of(now), self.hot
+        with raw_transaction(self.engine, transient=True) as cur:
+            price = self._raw_price(cur, model, now)
             if price is None:
                 raise UnknownModel(model)
             amount = worst_case_units(price, prompt_tokens, max_completion_tokens)
-            created = self._insert(holds).values(
-                id=call_id, project=project, month=month, model=model, amount=amount,
+            hot.insert_hold.run(
+                cur, id=call_id, project=project, month=month, model=model, amount=amount,
                 input_price=price.input_units, output_price=price.output_units,
                 cached_price=price.cached_units, est_prompt_tokens=prompt_tokens,
-                created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending",
-            ).on_conflict_do_nothing(index_elements=[holds.c.id]).returning(holds.c.id)
-            if conn.execute(created).first() is None:
-                existing = self._hold_row(conn, call_id)
-                assert existing is not None
-                return existing
-            if not self._reserve(conn, project, month, amount):
-                conn.execute(self._insert(totals).values(project=project, month=month)
-                             .on_conflict_do_nothing())
-                if not self._reserve(conn, project, month, amount):
+                created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending")
+            if cur.fetchone() is None:  # this call id already holds: idempotent
+                row = hot.get_hold.run(cur, id=call_id).fetchone()
+                return _hold_from_tuple(row)
+            reserve = {"project": project, "month": month, "amount": amount,
+                       "no_limit": NO_LIMIT}
+            if hot.reserve.run(cur, **reserve).rowcount != 1:
+                hot.ensure_totals.run(cur, project=project, month=month)
+                if hot.reserve.run(cur, **reserve).rowcount != 1:
                     raise _Refused()  # rolls the hold row back with the transaction
             return Hold(call_id, project, month, model, amount, price, prompt_tokens,
                         now, now + ttl)
 
-    @staticmethod
-    def _reserve(conn: Connection, project: str, month: str, amount: int) -> bool:
-        limit = (
-            select(budgets.c.limit_units)
-            .where(budgets.c.project == project, budgets.c.hard.is_(True))
-            .scalar_subquery()
-        )
-        result = conn.execute(
-            update(totals)
-            .where(totals.c.project == project, totals.c.month == month,
-                   totals.c.settled + totals.c.held + amount <= func.coalesce(limit, NO_LIMIT))
-            .values(held=totals.c.held + amount)
-        )
-        return result.rowcount == 1
+    def _raw_price(self, cur: Any, model: str, at: datetime) -> Price | None:
+        row = self.hot.price.run(cur, model=model, at=to_micros(at)).fetchone()
+        return None if row is None else Price(model, from_micros(row[0]), row[1], row[2], row[3])
 
     @staticmethod
     def _hold_row(conn: Connection, call_id: str) -> Hold | None:
-        row = conn.execute(select(holds).where(holds.c.id == call_id)).first()
-        return None if row is None else _hold_from_row(row)
+        row = conn.execute(select(*HOLD_COLUMNS).where(holds.c.id == call_id)).first()
+        return None if row is None else _hold_from_tuple(tuple(row))
 
     @_translate
     def get_hold(self, call_id: str) -> Hold | None:
@@ -312,48 +307,36 @@ class Store:
 
         ``fallback`` (project, model, started_at) prices a call whose hold row is missing.
         """
-        with self.write() as conn:
-            hold = self._hold_row(conn, call_id)
-            if hold is None:
-                if fallback is None:
-                    raise InvalidInput(f"no hold with call id {call_id!r}")
-                project, model, started = fallback
-                price = self._price_row(conn, model, started)
-                if price is None:
-                    raise UnknownModel(model)
-                month, est = month_of(started), None
-            else:
+        charged = outcome.status in ("ok", "cancelled")
+        hot = self.hot
+        with raw_transaction(self.engine) as cur:
+            row = hot.post_hold.run(cur, id=call_id,
+                                    state="posted" if charged else "voided").fetchone()
+            released = 0
+            if row is not None:  # the usual case: a pending hold, now resolved
+                hold = _hold_from_tuple(row)
+                released = hold.amount_units
+            else:  # expired, already resolved, or never held
+                found = hot.get_hold.run(cur, id=call_id).fetchone()
+                hold = None if found is None else _hold_from_tuple(found)
+            if hold is not None:
                 project, model, started, price = hold.project, hold.model, hold.created_at, hold.price
                 month, est = hold.month, hold.est_prompt_tokens
-            charged = outcome.status in ("ok", "cancelled")
+            elif fallback is not None:
+                project, model, started = fallback
+                found_price = self._raw_price(cur, model, started)
+                if found_price is None:
+                    raise UnknownModel(model)
+                price, month, est = found_price, month_of(started), None
+            else:
+                raise InvalidInput(f"no hold with call id {call_id!r}")
             cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
                                     outcome.cached_tokens) if charged else 0
-            inserted = conn.execute(
-                self._insert(events).values(
-                    call_id=call_id, project=project, month=month, at=to_micros(started),
-                    model=model, status=outcome.status, estimated=outcome.estimated,
-                    prompt_tokens=outcome.prompt_tokens,
-                    completion_tokens=outcome.completion_tokens,
-                    cached_tokens=outcome.cached_tokens, est_prompt_tokens=est,
-                    input_price=price.input_units, output_price=price.output_units,
-                    cached_price=price.cached_units, cost=cost,
-                    http_status=outcome.http_status,
-                    error=None if outcome.error is None else outcome.error[:500],
-                    recorded_at=to_micros(now),
-                ).on_conflict_do_nothing(index_elements=[events.c.call_id])
-                .returning(events.c.id)
-            ).first()
-            if inserted is None:
-                first = conn.execute(select(events.c.cost).where(events.c.call_id == call_id))
-                return int(first.scalar_one())
-            released = 0
-            if hold is not None:
-                posted = conn.execute(
-                    update(holds).where(holds.c.id == call_id, holds.c.state == "pending")
-                    .values(state="posted" if charged else "voided")
-                )
-                released = hold.amount_units if posted.rowcount == 1 else 0
-            self._add_totals(conn, project, month, settled=cost, held=-released)
+            hot.insert_event.run(cur, **self._event(
+                call_id, project, month, started, model, outcome, est, price, cost, now))
+            if cur.fetchone() is None:  # resolved before: the first resolution stands
+                return int(hot.event_cost.run(cur, call_id=call_id).fetchone()[0])
+            hot.add_totals.run(cur, project=project, month=month, settled=cost, held=-released)
             return cost
 
     @_translate
@@ -362,29 +345,38 @@ class Store:
         request_id: str | None,
     ) -> int:
         """Append a call that was not held (usage reported by hand). Idempotent by request_id."""
-        with self.write() as conn:
-            price = self._price_row(conn, model, at)
+        hot = self.hot
+        with raw_transaction(self.engine) as cur:
+            price = self._raw_price(cur, model, at)
             if price is None:
                 raise UnknownModel(model)
             month = month_of(at)
             cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
                                     outcome.cached_tokens) if outcome.status == "ok" else 0
-            stmt = self._insert(events).values(
-                call_id=request_id, project=project, month=month, at=to_micros(at),
-                model=model, status=outcome.status, estimated=outcome.estimated,
-                prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-                cached_tokens=outcome.cached_tokens, est_prompt_tokens=None,
-                input_price=price.input_units, output_price=price.output_units,
-                cached_price=price.cached_units, cost=cost, http_status=outcome.http_status,
-                error=outcome.error, recorded_at=to_micros(now),
-            )
-            if request_id is not None:
-                stmt = stmt.on_conflict_do_nothing(index_elements=[events.c.call_id])
-            if conn.execute(stmt.returning(events.c.id)).first() is None:
-                first = conn.execute(select(events.c.cost).where(events.c.call_id == request_id))
-                return int(first.scalar_one())
-            self._add_totals(conn, project, month, settled=cost, held=0)
+            stmt = hot.insert_event if request_id is not None else hot.insert_event_plain
+            stmt.run(cur, **self._event(request_id, project, month, at, model, outcome, None,
+                                        price, cost, now))
+            if cur.fetchone() is None:
+                return int(hot.event_cost.run(cur, call_id=request_id).fetchone()[0])
+            hot.add_totals.run(cur, project=project, month=month, settled=cost, held=0)
             return cost
+
+    @staticmethod
+    def _event(call_id: str | None, project: str, month: str, at: datetime, model: str,
+               outcome: Outcome, est: int | None, price: Price, cost: int,
+               now: datetime) -> dict[str, Any]:
+        return {
+            "call_id": call_id, "project": project, "month": month, "at": to_micros(at),
+            "model": model, "status": outcome.status, "estimated": outcome.estimated,
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": outcome.completion_tokens,
+            "cached_tokens": outcome.cached_tokens, "est_prompt_tokens": est,
+            "input_price": price.input_units, "output_price": price.output_units,
+            "cached_price": price.cached_units, "cost": cost,
+            "http_status": outcome.http_status,
+            "error": None if outcome.error is None else outcome.error[:500],
+            "recorded_at": to_micros(now),
+        }
 
     @_translate
     def record_refused(self, call_id: str, project: str, model: str, at: datetime,
@@ -435,8 +427,8 @@ class Store:
     @_translate
     def pending_holds(self) -> list[Hold]:
         with self.read() as conn:
-            rows = conn.execute(select(holds).where(holds.c.state == "pending")).all()
-        return [_hold_from_row(r) for r in rows]
+            rows = conn.execute(select(*HOLD_COLUMNS).where(holds.c.state == "pending")).all()
+        return [_hold_from_tuple(tuple(r)) for r in rows]
 
     # -- audits -----------------------------------------------------------------------------
     @_translate
@@ -466,13 +458,13 @@ class Store:
         return problems
 
 
-def _hold_from_row(row: Row[Any]) -> Hold:
-    m = row._mapping
-    price = Price(m["model"], from_micros(m["created_at"]), m["input_price"], m["output_price"],
-                  m["cached_price"])
-    return Hold(m["id"], m["project"], m["month"], m["model"], m["amount"], price,
-                m["est_prompt_tokens"], from_micros(m["created_at"]),
-                from_micros(m["expires_at"]), m["state"])
+def _hold_from_tuple(row: Any) -> Hold:
+    """A Hold from a row laid out as ``HOLD_COLUMNS``."""
+    (call_id, project, month, model, amount, input_price, output_price, cached_price, est,
+     created, expires, state) = row
+    price = Price(model, from_micros(created), input_price, output_price, cached_price)
+    return Hold(call_id, project, month, model, amount, price, est, from_micros(created),
+                from_micros(expires), state)
 
 
 __all__ = ["STATUSES", "Hold", "Outcome", "Store"]

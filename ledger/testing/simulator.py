@@ -85,6 +85,7 @@ them retry after a millisecond (``Behavior.retry_after`` changes or removes this
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import json
@@ -616,10 +617,8 @@ class _Server(http.server.ThreadingHTTPServer):
         with self._conn_lock:
             connections = list(self._connections)
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -657,10 +656,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def drop_connection(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _read_body(self) -> bytes | None:
         """The request body, or None if its framing is invalid (connection then closes)."""

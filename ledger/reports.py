@@ -1,0 +1,332 @@
+"""Reports: the monthly budget report, streamed usage rows and the estimator's calibration.
+
+Budget report, per project with a budget or with activity in the month:
+
+* ``limit`` (None: no budget), ``hard``; ``spent`` (settled cost), ``reserved`` (held by calls
+  in flight; expired holds are released first), ``remaining = limit - spent - reserved``;
+* ``percent_used = (spent + reserved) / limit × 100``, to two decimals;
+* ``status``: ``over`` when spent + reserved is above the limit, ``warning`` from 80%,
+  else ``ok`` (a project without a budget is always ``ok``);
+* ``burn_rate_per_day = spent / elapsed days`` where the elapsed days run from the first
+  instant of the month (UTC) to now, counted as at least one day (so the first hours of a
+  month do not extrapolate wildly); a finished month's elapsed days are all its days;
+* ``forecast = spent + burn_rate_per_day × days left in the month``: a straight-line
+  projection of the month-to-date settled spend to the month's end (reserved amounts are
+  worst cases of calls in flight, so they are left out). A finished month's forecast is its
+  spend; a month not yet begun forecasts its spend so far (normally 0).
+* ``daily``: settled spend per UTC day, for the HTML report's chart.
+
+"Now" is ``book.now()`` (the ledger's injectable clock). Burn rate and forecast are estimates,
+shown rounded half-even to the cent; spent, reserved and remaining are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any
+
+from .clock import month_bounds, parse_month
+from .errors import InvalidInput
+from .money import from_units, money_str, price_from_units, round_half_even_to_cent
+from .store import reports as sql
+from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
+from .store.schema import from_micros, to_micros
+
+if TYPE_CHECKING:
+    from .core import Ledger
+
+__all__ = [
+    "BudgetReport",
+    "BudgetRow",
+    "Calibration",
+    "DailySpend",
+    "UsageRow",
+    "budget_report",
+    "calibration",
+    "usage_rows",
+    "USAGE_STATUSES",
+]
+
+DAY = timedelta(days=1)
+HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True)
+class DailySpend:
+    """Settled spend of one UTC day (exact)."""
+
+    day: date
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """One project's month in the budget report (see the module docstring for each figure)."""
+
+    project: str
+    limit: Decimal | None
+    hard: bool
+    spent: Decimal
+    reserved: Decimal
+    remaining: Decimal | None
+    percent_used: Decimal | None
+    burn_rate_per_day: Decimal
+    forecast: Decimal
+    status: str
+    daily: tuple[DailySpend, ...] = ()
+
+    @property
+    def budget_kind(self) -> str:
+        """``hard``, ``soft`` or ``none``."""
+        return "none" if self.limit is None else ("hard" if self.hard else "soft")
+
+    @property
+    def forecast_over(self) -> bool:
+        """Whether the month-end forecast is above the limit."""
+        return self.limit is not None and self.forecast > self.limit
+
+    def to_dict(self, *, daily: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "project": self.project,
+            "limit": _money(self.limit),
+            "budget": self.budget_kind,
+            "spent": money_str(self.spent),
+            "reserved": money_str(self.reserved),
+            "remaining": _money(self.remaining),
+            "percent_used": _money(self.percent_used),
+            "burn_rate_per_day": money_str(self.burn_rate_per_day),
+            "forecast": money_str(self.forecast),
+            "forecast_over_limit": self.forecast_over,
+            "status": self.status,
+        }
+        if daily:
+            out["daily"] = [{"date": d.day.isoformat(), "amount": money_str(d.amount)}
+                            for d in self.daily]
+        return out
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """Every project's budget for one month, as of ``generated_at``."""
+
+    month: str
+    generated_at: datetime
+    days_in_month: int
+    days_elapsed: Decimal
+    rows: tuple[BudgetRow, ...]
+
+    @property
+    def spent(self) -> Decimal:
+        return sum((r.spent for r in self.rows), Decimal("0.00"))
+
+    @property
+    def reserved(self) -> Decimal:
+        return sum((r.reserved for r in self.rows), Decimal("0.00"))
+
+    @property
+    def forecast(self) -> Decimal:
+        return sum((r.forecast for r in self.rows), Decimal("0.00"))
+
+    def to_dict(self, *, daily: bool = True) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "generated_at": self.generated_at.isoformat(),
+            "days_in_month": self.days_in_month,
+            "days_elapsed": money_str(self.days_elapsed),
+            "projects": [r.to_dict(daily=daily) for r in self.rows],
+            "total_spent": money_str(self.spent),
+            "total_reserved": money_str(self.reserved),
+            "total_forecast": money_str(self.forecast),
+        }
+
+
+def budget_report(book: Ledger, month: str) -> BudgetReport:
+    """The budget report for ``month`` (``YYYY-MM``) as of ``book.now()``.
+
+    Expired holds are released first, so calls of dead processes do not count as reserved.
+    """
+    month = parse_month(month)
+    now = book.now()
+    book.store.expire(now)
+    start, end = month_bounds(month)
+    days_in_month = (end - start).days
+    if now >= end:
+        elapsed = Decimal(days_in_month)
+    elif now <= start:
+        elapsed = Decimal(0)
+    else:
+        elapsed = _days(now - start)
+    left = Decimal(days_in_month) - elapsed
+    daily = sql.daily_costs(book.store, month, to_micros(start))
+    today = min(int(elapsed), days_in_month - 1) if now >= start else -1
+    rows = []
+    for state in book.store.states(month):
+        spent = state.spent
+        burn = spent / max(elapsed, Decimal(1)) if elapsed > 0 else Decimal(0)
+        forecast = spent + burn * left if 0 < elapsed < days_in_month else spent
+        used = state.settled_units + state.held_units
+        percent = (None if not state.limit_units
+                   else round_half_even_to_cent(Decimal(used) * HUNDRED / state.limit_units))
+        days = daily.get(state.project, {})
+        last = max([today, *days])
+        series = tuple(DailySpend((start + DAY * i).date(), from_units(days.get(i, 0)))
+                       for i in range(last + 1))
+        rows.append(BudgetRow(
+            project=state.project, limit=state.limit, hard=state.hard, spent=spent,
+            reserved=state.held, remaining=state.remaining, percent_used=percent,
+            burn_rate_per_day=round_half_even_to_cent(burn),
+            forecast=round_half_even_to_cent(forecast), status=state.status, daily=series,
+        ))
+    return BudgetReport(month, now, days_in_month, elapsed.quantize(Decimal("0.0001")),
+                        tuple(rows))
+
+
+def _days(delta: timedelta) -> Decimal:
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return Decimal(micros) / Decimal(sql.DAY_MICROS)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else money_str(value)
+
+
+# -- usage -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UsageRow:
+    """One recorded call, as ``ledger usage`` lists it."""
+
+    id: int
+    at: datetime
+    project: str
+    month: str
+    model: str
+    status: str
+    estimated: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    est_prompt_tokens: int | None
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+    cached_input_per_1k: Decimal | None
+    cost: Decimal
+    http_status: int | None
+    error: str | None
+    call_id: str | None
+    invoice_number: int | None
+
+    FIELDS = ("id", "at", "project", "month", "model", "status", "estimated", "prompt_tokens",
+              "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_per_1k",
+              "output_per_1k", "cached_input_per_1k", "cost", "http_status", "error",
+              "call_id", "invoice_number")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: money and prices as exact decimal strings, instants in ISO 8601."""
+        return {
+            "id": self.id, "at": self.at.isoformat(), "project": self.project,
+            "month": self.month, "model": self.model, "status": self.status,
+            "estimated": self.estimated, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+            "est_prompt_tokens": self.est_prompt_tokens,
+            "input_per_1k": money_str(self.input_per_1k),
+            "output_per_1k": money_str(self.output_per_1k),
+            "cached_input_per_1k": _money(self.cached_input_per_1k),
+            "cost": money_str(self.cost), "http_status": self.http_status,
+            "error": self.error, "call_id": self.call_id,
+            "invoice_number": self.invoice_number,
+        }
+
+
+def _usage_filter(project: str | None, month: str | None, model: str | None,
+                  status: str | None) -> UsageFilter:
+    if status is not None and status not in USAGE_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(USAGE_STATUSES)}, got {status!r}")
+    return UsageFilter(project, None if month is None else parse_month(month), model, status)
+
+
+def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = None,
+               model: str | None = None, status: str | None = None,
+               batch: int = 2000) -> Iterator[UsageRow]:
+    """Stream the recorded calls matching the filters, oldest first (flat memory).
+
+    ``status`` is one of ``ok``, ``failed``, ``refused``, ``cancelled`` or ``estimated``
+    (calls whose usage the server did not report). Arguments are checked before the first row
+    is produced; close the generator (or exhaust it) to release its database connection.
+    """
+    flt = _usage_filter(project, month, model, status)
+    return _usage_rows(book, flt, batch)
+
+
+def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Iterator[UsageRow]:
+    for r in sql.iter_usage(book.store, flt, batch):
+        (id_, at, project, month, model, status, estimated, prompt, completion, cached,
+         est, input_price, output_price, cached_price, cost, http_status, error, call_id,
+         number) = r
+        yield UsageRow(
+            int(id_), from_micros(int(at)), str(project), str(month), str(model),
+            str(status), bool(estimated), int(prompt), int(completion), int(cached),
+            None if est is None else int(est),
+            price_from_units(int(input_price)), price_from_units(int(output_price)),
+            None if cached_price is None else price_from_units(int(cached_price)),
+            from_units(int(cost)), None if http_status is None else int(http_status),
+            None if error is None else str(error), None if call_id is None else str(call_id),
+            None if number is None else int(number),
+        )
+
+
+def count_usage(book: Ledger, *, project: str | None = None, month: str | None = None,
+                model: str | None = None, status: str | None = None) -> int:
+    """How many recorded calls match the filters (one indexed ``COUNT``)."""
+    return sql.count_usage(book.store, _usage_filter(project, month, model, status))
+
+
+# -- calibration -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Calibration:
+    """How well pre-flight estimates matched the prompt tokens the server reported, per model.
+
+    ``ratio = actual / estimated`` over all calls (below 1: the estimator errs high, as it
+    should); ``mean_abs_error`` in tokens per call; ``overestimated_share``: the fraction of
+    calls whose estimate was at least the actual count.
+    """
+
+    model: str
+    calls: int
+    estimated_prompt_tokens: int
+    actual_prompt_tokens: int
+    ratio: Decimal | None
+    mean_abs_error: Decimal
+    overestimated_share: Decimal
+
+    @classmethod
+    def from_row(cls, row: CalibrationRow) -> Calibration:
+        ratio = (None if not row.estimated_prompt_tokens else
+                 (Decimal(row.actual_prompt_tokens) / row.estimated_prompt_tokens)
+                 .quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN))
+        mae = (Decimal(row.absolute_error_tokens) / row.calls).quantize(
+            Decimal("0.1"), rounding=ROUND_HALF_EVEN)
+        share = (Decimal(row.overestimated_calls) / row.calls).quantize(
+            Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+        return cls(row.model, row.calls, row.estimated_prompt_tokens, row.actual_prompt_tokens,
+                   ratio, mae, share)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "calls": self.calls,
+            "estimated_prompt_tokens": self.estimated_prompt_tokens,
+            "actual_prompt_tokens": self.actual_prompt_tokens,
+            "ratio": None if self.ratio is None else str(self.ratio),
+            "mean_abs_error": str(self.mean_abs_error),
+            "overestimated_share": str(self.overestimated_share),
+        }
+
+
+def calibration(book: Ledger, *, project: str | None = None, month: str | None = None,
+                model: str | None = None) -> list[Calibration]:
+    """Estimated vs actual prompt tokens per model, over settled (``ok``) calls that were
+    estimated before they were sent and whose usage the server reported."""
+    flt = _usage_filter(project, month, model, None)
+    return [Calibration.from_row(r) for r in sql.calibration(book.store, flt)]

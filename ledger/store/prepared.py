@@ -1,0 +1,135 @@
+"""The hot path's statements, compiled once per dialect and run on pooled DBAPI cursors.
+
+The statements are written once with SQLAlchemy Core (so each dialect gets its own SQL from
+one definition) and compiled at start-up. Executing them skips SQLAlchemy's per-call statement
+building, cache-key generation and result wrapping, which cost more than the database work
+itself on a hold or a settle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ClauseElement
+
+from .schema import budgets, events, holds, prices, totals
+
+NO_LIMIT = 9_000_000_000_000_000_000
+
+HOLD_COLUMNS = (
+    holds.c.id, holds.c.project, holds.c.month, holds.c.model, holds.c.amount,
+    holds.c.input_price, holds.c.output_price, holds.c.cached_price, holds.c.est_prompt_tokens,
+    holds.c.created_at, holds.c.expires_at, holds.c.state,
+)
+EVENT_VALUES = (
+    "call_id", "project", "month", "at", "model", "status", "estimated", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_price", "output_price",
+    "cached_price", "cost", "http_status", "error", "recorded_at",
+)
+
+
+class Prepared:
+    """One statement compiled for one dialect: SQL text plus how to lay out its parameters."""
+
+    def __init__(self, stmt: ClauseElement, engine: Engine) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup or ()) if compiled.positional else None)
+
+    def args(self, values: Mapping[str, Any]) -> Any:
+        merged = {**self.defaults, **values} if self.defaults else values
+        if self.order is None:
+            return merged
+        return tuple(merged[name] for name in self.order)
+
+    def run(self, cur: Any, **values: Any) -> Any:
+        cur.execute(self.sql, self.args(values))
+        return cur
+
+
+class HotStatements:
+    """Every statement a hold, a settle or a record runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        p = bindparam
+        self.price = Prepared(
+            select(prices.c.effective_from, prices.c.input_price, prices.c.output_price,
+                   prices.c.cached_price)
+            .where(prices.c.model == p("model"), prices.c.effective_from <= p("at"))
+            .order_by(prices.c.effective_from.desc()).limit(1), engine)
+        self.insert_hold = Prepared(
+            insert(holds).values({c.name: p(c.name) for c in HOLD_COLUMNS})
+            .on_conflict_do_nothing(index_elements=[holds.c.id]).returning(holds.c.id), engine)
+        limit = (select(budgets.c.limit_units)
+                 .where(budgets.c.project == p("project"), budgets.c.hard.is_(True))
+                 .scalar_subquery())
+        self.reserve = Prepared(
+            update(totals)
+            .where(totals.c.project == p("project"), totals.c.month == p("month"),
+                   totals.c.settled + totals.c.held + p("amount")
+                   <= func.coalesce(limit, p("no_limit")))
+            .values(held=totals.c.held + p("amount")), engine)
+        self.ensure_totals = Prepared(
+            insert(totals).values(project=p("project"), month=p("month"))
+            .on_conflict_do_nothing(), engine)
+        self.get_hold = Prepared(select(*HOLD_COLUMNS).where(holds.c.id == p("id")), engine)
+        self.post_hold = Prepared(
+            update(holds).where(holds.c.id == p("id"), holds.c.state == "pending")
+            .values(state=p("state")).returning(*HOLD_COLUMNS), engine)
+        self.insert_event = Prepared(
+            insert(events).values({name: p(name) for name in EVENT_VALUES})
+            .on_conflict_do_nothing(index_elements=[events.c.call_id]).returning(events.c.id),
+            engine)
+        self.insert_event_plain = Prepared(
+            insert(events).values({name: p(name) for name in EVENT_VALUES})
+            .returning(events.c.id), engine)
+        self.event_cost = Prepared(
+            select(events.c.cost).where(events.c.call_id == p("call_id")), engine)
+        upsert = insert(totals).values(project=p("project"), month=p("month"),
+                                       settled=p("settled"), held=p("held"))
+        self.add_totals = Prepared(upsert.on_conflict_do_update(
+            index_elements=[totals.c.project, totals.c.month],
+            set_={"settled": totals.c.settled + upsert.excluded.settled,
+                  "held": totals.c.held + upsert.excluded.held}), engine)
+
+
+@contextmanager
+def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Any]:
+    """A write transaction on a pooled DBAPI connection; yields a cursor.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front (no lock-upgrade deadlocks).
+    PostgreSQL: psycopg opens the transaction implicitly at the first statement.
+    ``transient`` (holds): on PostgreSQL the commit does not wait for its WAL flush
+    (``synchronous_commit = off`` for this transaction only). It is visible to every other
+    transaction at once, as usual; only a server crash in the next few hundred milliseconds
+    could forget it, and a forgotten hold costs nothing: its call still settles (at the
+    price and project it carries) and the budget is re-checked by the next hold.
+    Settles and records always wait for durability.
+    """
+    conn = engine.raw_connection()
+    cur = conn.cursor()
+    try:
+        if engine.dialect.name == "sqlite":
+            cur.execute("BEGIN IMMEDIATE")
+        elif transient:
+            cur.execute("SET LOCAL synchronous_commit = off")
+        yield cur
+        conn.commit()
+    except BaseException:
+        try:
+            conn.rollback()
+        except Exception:
+            conn.invalidate()
+        raise
+    finally:
+        try:
+            cur.close()
+        finally:
+            conn.close()

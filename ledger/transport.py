@@ -1,0 +1,401 @@
+"""``MeteredTransport``: every RunAPI call through ``httpx`` or ``httpx2``, sync or async, metered.
+
+One small class implements the transport contract of both packages (``handle_request`` and
+``handle_async_request``; ``httpx2`` is an API-identical fork of ``httpx``), so the same object
+works in ``httpx.Client``, ``httpx.AsyncClient``, ``httpx2.Client`` and ``httpx2.AsyncClient``.
+It wraps another transport (default: the package's ``HTTPTransport`` / ``AsyncHTTPTransport``,
+picked from the request's type) and drives the I/O-free lifecycle of :mod:`ledger.metering`:
+
+* ``POST .../chat/completions`` and ``POST .../messages`` are metered; anything else passes
+  through untouched (an ``X-Ledger-Project`` header is removed from every request).
+* Before sending: prepare (parse, estimate), then hold. A refusal never reaches the network:
+  the caller gets 402 (budget / unknown model), 400 (body cannot be metered) or 503 (database
+  down, failing closed) with an error body of its API's shape.
+* The request is forwarded with ``Accept-Encoding: identity`` (so the ledger reads the reply
+  as it passes) and, for an OpenAI stream that did not ask for usage, with
+  ``stream_options.include_usage`` added; the usage-only chunk is then dropped on the way back.
+* The response stream is wrapped (the idea of httpx's ``BoundSyncStream``): bytes reach the
+  caller as they arrive, :class:`~ledger.metering.ResponseMeter` reads them on the side, and
+  the call is settled exactly once when the body ends, breaks or is closed.
+* A transport error voids the call and is re-raised unchanged.
+
+Async drivers never touch the database on the event loop: preparing + holding is one worker
+thread hop, settling another (``anyio.to_thread``; shielded from cancellation so a cancelled
+task still settles what it used).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, overload
+
+import httpx
+import httpx2
+
+from .errors import BudgetExceeded, InvalidInput, LedgerError, LedgerUnavailable, UnknownModel
+from .metering import (
+    CALL_ID_HEADER,
+    PROJECT_HEADER,
+    Prepared,
+    ResponseMeter,
+    begin,
+    exception_text,
+    failed,
+    finish,
+    prepare,
+    refusal_for,
+)
+from .shapes import Shape, shape_for
+from .store.ops import Hold, Outcome
+
+if TYPE_CHECKING:
+    from .core import Ledger
+
+__all__ = [
+    "MeteredTransport",
+    "async_httpx2_client",
+    "async_httpx_client",
+    "httpx2_client",
+    "httpx_client",
+]
+
+AnyRequest = httpx.Request | httpx2.Request
+AnyResponse = httpx.Response | httpx2.Response
+
+
+class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
+                       httpx2.BaseTransport, httpx2.AsyncBaseTransport):
+    """Meter the RunAPI calls a client sends, for ``project`` (see the module docs).
+
+    ``MeteredTransport(book, "acme")`` wraps a default ``HTTPTransport`` of the client's
+    package (``httpx`` or ``httpx2``, sync or async, chosen on the first request);
+    ``wrapped=`` wraps your own transport instead (it must suit the client it is used in)::
+
+        client = httpx.Client(transport=ledger.MeteredTransport(book, "acme"))
+    """
+
+    def __init__(self, book: Ledger, project: str, wrapped: Any = None) -> None:
+        from .core import check_name
+
+        self.book = book
+        self.project = check_name(project, "project")
+        self.wrapped = wrapped
+        self._defaults: dict[tuple[bool, bool], Any] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<MeteredTransport project={self.project!r} wrapped={self.wrapped!r}>"
+
+    # -- the wrapped transport -------------------------------------------------------------
+    def _inner(self, request: AnyRequest, is_async: bool) -> Any:
+        if self.wrapped is not None:
+            return self.wrapped
+        two = isinstance(request, httpx2.Request)
+        key = (two, is_async)
+        inner = self._defaults.get(key)
+        if inner is None:
+            with self._lock:
+                inner = self._defaults.get(key)
+                if inner is None:
+                    lib: Any = httpx2 if two else httpx
+                    inner = lib.AsyncHTTPTransport() if is_async else lib.HTTPTransport()
+                    self._defaults[key] = inner
+        return inner
+
+    # -- sync ------------------------------------------------------------------------------
+    @overload
+    def handle_request(self, request: httpx.Request) -> httpx.Response: ...
+
+    @overload
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
+
+    def handle_request(self, request: AnyRequest) -> AnyResponse:
+        inner = self._inner(request, False)
+        shape, project = _route(request, self.project)
+        if shape is None:
+            response: AnyResponse = inner.handle_request(request)
+            return response
+        try:
+            prepared = prepare(self.book, shape, project, request.read())
+            hold = begin(self.book, prepared)
+        except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
+            return _refuse(request, shape, exc)
+        forward = _forward_request(request, prepared)
+        try:
+            response = inner.handle_request(forward)
+        except BaseException as exc:
+            finish(self.book, prepared, failed(exception_text(exc)))
+            raise
+        return _metered_response(response, self.book, prepared, hold, is_async=False)
+
+    def close(self) -> None:
+        for inner in self._closables():
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> MeteredTransport:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None = None,
+                 exc_value: BaseException | None = None,
+                 traceback: TracebackType | None = None) -> None:
+        self.close()
+
+    # -- async -----------------------------------------------------------------------------
+    @overload
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
+
+    @overload
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
+
+    async def handle_async_request(self, request: AnyRequest) -> AnyResponse:
+        import anyio
+        import anyio.to_thread
+
+        inner = self._inner(request, True)
+        shape, project = _route(request, self.project)
+        if shape is None:
+            response: AnyResponse = await inner.handle_async_request(request)
+            return response
+        body = await request.aread()
+        book = self.book
+
+        def start() -> tuple[Prepared, Hold | None]:
+            prepared = prepare(book, shape, project, body)
+            return prepared, begin(book, prepared)
+
+        try:
+            prepared, hold = await anyio.to_thread.run_sync(start)
+        except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
+            return _refuse(request, shape, exc)
+        forward = _forward_request(request, prepared)
+        try:
+            response = await inner.handle_async_request(forward)
+        except BaseException as exc:
+            outcome = failed(exception_text(exc))
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(finish, book, prepared, outcome)
+            raise
+        return _metered_response(response, book, prepared, hold, is_async=True)
+
+    async def aclose(self) -> None:
+        for inner in self._closables():
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def __aenter__(self) -> MeteredTransport:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None = None,
+                        exc_value: BaseException | None = None,
+                        traceback: TracebackType | None = None) -> None:
+        await self.aclose()
+
+    def _closables(self) -> list[Any]:
+        if self.wrapped is not None:
+            return [self.wrapped]
+        with self._lock:
+            inners = list(self._defaults.values())
+            self._defaults.clear()
+        return inners
+
+
+# -- helpers shared by the sync and async paths (no I/O) ---------------------------------------
+
+
+def _route(request: AnyRequest, default_project: str) -> tuple[Shape | None, str]:
+    """The call's shape (``None``: pass through) and project; drops ``X-Ledger-Project``."""
+    headers = request.headers
+    project = headers.get(PROJECT_HEADER)
+    if project is not None:
+        del headers[PROJECT_HEADER]
+    return shape_for(request.method, request.url.path), project or default_project
+
+
+def _lib(request: AnyRequest) -> Any:
+    return httpx2 if isinstance(request, httpx2.Request) else httpx
+
+
+def _refuse(request: AnyRequest, shape: Shape, exc: LedgerError) -> AnyResponse:
+    refusal = refusal_for(exc)
+    response: AnyResponse = _lib(request).Response(
+        refusal.status, headers=refusal.headers(), content=refusal.body(shape), request=request)
+    return response
+
+
+def _forward_request(request: AnyRequest, prepared: Prepared) -> AnyRequest:
+    """The request to send: reads replies uncompressed; the injected body if there is one."""
+    request.headers["accept-encoding"] = "identity"
+    if prepared.forward_body is None:
+        return request
+    headers = request.headers.copy()
+    headers.pop("content-length", None)
+    headers.pop("transfer-encoding", None)
+    forward: AnyRequest = _lib(request).Request(
+        request.method, request.url, headers=headers, content=prepared.forward_body,
+        extensions=request.extensions)
+    return forward
+
+
+def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared,
+                      hold: Hold | None, *, is_async: bool) -> AnyResponse:
+    """Wrap the response stream so the call settles when the body ends or is closed."""
+    meter = ResponseMeter(
+        prepared, response.status_code, response.headers.get("content-type"),
+        response.headers.get("content-encoding"),
+        lambda text: book.estimator.count_text(prepared.model, text))
+    if meter.drops:
+        response.headers.pop("content-length", None)
+    response.headers[CALL_ID_HEADER] = prepared.call_id
+    settler = _Settler(book, prepared, meter)
+    if is_async:
+        response.stream = _AsyncMeteredStream(response.stream, settler)
+    else:
+        response.stream = _SyncMeteredStream(response.stream, settler)
+    return response
+
+
+class _Settler:
+    """Settles one call exactly once, whichever of end, error and close comes first."""
+
+    __slots__ = ("_done", "_lock", "book", "meter", "prepared")
+
+    def __init__(self, book: Ledger, prepared: Prepared, meter: ResponseMeter) -> None:
+        self.book = book
+        self.prepared = prepared
+        self.meter = meter
+        self._done = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """True for the one caller that gets to settle."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            return True
+
+    def settle(self, outcome: Outcome) -> None:
+        finish(self.book, self.prepared, outcome)
+
+    async def asettle(self, outcome: Outcome) -> None:
+        import anyio
+        import anyio.to_thread
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(finish, self.book, self.prepared, outcome)
+
+
+class _SyncMeteredStream(httpx.SyncByteStream, httpx2.SyncByteStream):
+    """The response body, passed through as it arrives; settles at its end or close."""
+
+    def __init__(self, stream: Any, settler: _Settler) -> None:
+        self._stream = stream
+        self._settler = settler
+
+    def __iter__(self) -> Iterator[bytes]:
+        settler, meter = self._settler, self._settler.meter
+        try:
+            for chunk in self._stream:
+                out = meter.feed(chunk)
+                if meter.terminal and settler.claim():
+                    settler.settle(meter.outcome("eof"))
+                if out:
+                    yield out
+        except Exception as exc:
+            if settler.claim():
+                settler.settle(meter.outcome("error", exception_text(exc)))
+            raise
+        tail = meter.finish()
+        if settler.claim():
+            settler.settle(meter.outcome("eof"))
+        if tail:
+            yield tail
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            if self._settler.claim():
+                self._settler.settle(self._settler.meter.outcome("closed"))
+
+
+class _AsyncMeteredStream(httpx.AsyncByteStream, httpx2.AsyncByteStream):
+    """The async twin of :class:`_SyncMeteredStream`."""
+
+    def __init__(self, stream: Any, settler: _Settler) -> None:
+        self._stream = stream
+        self._settler = settler
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        settler, meter = self._settler, self._settler.meter
+        try:
+            async for chunk in self._stream:
+                out = meter.feed(chunk)
+                if meter.terminal and settler.claim():
+                    await settler.asettle(meter.outcome("eof"))
+                if out:
+                    yield out
+        except Exception as exc:
+            if settler.claim():
+                await settler.asettle(meter.outcome("error", exception_text(exc)))
+            raise
+        tail = meter.finish()
+        if settler.claim():
+            await settler.asettle(meter.outcome("eof"))
+        if tail:
+            yield tail
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._settler.claim():
+                await self._settler.asettle(self._settler.meter.outcome("closed"))
+
+
+# -- ready-made clients ----------------------------------------------------------------------
+
+
+def httpx_client(book: Ledger, project: str, **kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client(**kwargs)`` whose RunAPI calls are metered for ``project``."""
+    client: httpx.Client = _metered_client(httpx.Client, book, project, kwargs)
+    return client
+
+
+def async_httpx_client(book: Ledger, project: str, **kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient(**kwargs)`` whose RunAPI calls are metered for ``project``."""
+    client: httpx.AsyncClient = _metered_client(httpx.AsyncClient, book, project, kwargs)
+    return client
+
+
+def httpx2_client(book: Ledger, project: str, **kwargs: Any) -> httpx2.Client:
+    """An ``httpx2.Client(**kwargs)`` (the Anthropic SDK's) metered for ``project``."""
+    client: httpx2.Client = _metered_client(httpx2.Client, book, project, kwargs)
+    return client
+
+
+def async_httpx2_client(book: Ledger, project: str, **kwargs: Any) -> httpx2.AsyncClient:
+    """An ``httpx2.AsyncClient(**kwargs)`` metered for ``project``."""
+    client: httpx2.AsyncClient = _metered_client(httpx2.AsyncClient, book, project, kwargs)
+    return client
+
+
+def _metered_client(cls: Any, book: Ledger, project: str, kwargs: dict[str, Any]) -> Any:
+    """Build the client exactly as its package would (TLS, limits, proxies from the
+    environment, mounts), then wrap every transport it routes through, so no route bypasses
+    the ledger."""
+    def wrap(transport: Any) -> Any:
+        if transport is None or isinstance(transport, MeteredTransport):
+            return transport
+        return MeteredTransport(book, project, transport)
+
+    MeteredTransport(book, project)  # validates the project name before building anything
+    client = cls(**kwargs)
+    client._transport = wrap(client._transport)
+    client._mounts = {pattern: wrap(t) for pattern, t in client._mounts.items()}
+    return client

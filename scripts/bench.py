@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Benchmarks for runapi-ledger. Every figure in docs/BENCHMARKS.md comes from here.
+
+    python scripts/bench.py [--quick] [--only NAME ...] [--postgres URL]
+
+Sections (each prints one block; ratios are measured side by side in the same run):
+  holds      hold + settle cycles per second, SQLite and PostgreSQL
+  scale      a budget check (hold + settle) with 1M events in the ledger vs with 1K
+  metering   a metered call vs a bare httpx call to the same loopback server (interleaved)
+  invoice    an invoice for a month of one project with 1M events; usage CSV memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from ledger import Ledger, ManualClock
+
+PG_DEFAULT = os.environ.get("LEDGER_TEST_POSTGRES_URL",
+                            "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {}
+
+
+def section(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    SECTIONS[fn.__name__.removeprefix("bench_")] = fn
+    return fn
+
+
+def fresh_pg(url: str) -> str | None:
+    """A fresh schema on PostgreSQL, or None when it does not answer."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    try:
+        eng = create_engine(url)
+        with eng.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        eng.dispose()
+    except Exception as exc:  # noqa: BLE001 - report and skip that backend
+        print(f"  (PostgreSQL at {url} unavailable: {exc.__class__.__name__})")
+        return None
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def cycles_per_second(book: Ledger, n: int, project: str = "bench") -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        h = book.hold(project, "kimi-k2.5", 500, 500)
+        book.settle(h.call_id, 500, 250)
+    return n / (time.perf_counter() - start)
+
+
+@section
+def bench_holds(args: argparse.Namespace) -> None:
+    """hold + settle cycles per second (one thread, one transaction each)."""
+    n = 1000 if args.quick else 5000
+    with tempfile.TemporaryDirectory() as d:
+        for sync in ("FULL", "NORMAL"):
+            os.environ["LEDGER_SQLITE_SYNCHRONOUS"] = sync
+            with Ledger(f"sqlite:///{d}/h-{sync}.db") as book:
+                book.set_budget("bench", Decimal("1000000"))
+                cycles_per_second(book, 200)
+                print(f"  SQLite (synchronous={sync}): {cycles_per_second(book, n):,.0f} hold+settle/s")
+        os.environ.pop("LEDGER_SQLITE_SYNCHRONOUS")
+    url = fresh_pg(args.postgres)
+    if url:
+        with Ledger(url) as book:
+            book.set_budget("bench", Decimal("1000000"))
+            cycles_per_second(book, 200)
+            print(f"  PostgreSQL (loopback):     {cycles_per_second(book, n):,.0f} hold+settle/s")
+
+
+def bulk_events(book: Ledger, project: str, count: int, month: str = "2026-11") -> None:
+    """Insert ``count`` settled events for ``project`` and keep the running totals in step."""
+    from ledger.store.schema import events, to_micros
+
+    at = to_micros(datetime(2026, 11, 5, tzinfo=timezone.utc))
+    batch = 50_000
+    total = 0
+    with book.engine.begin() as conn:
+        for first in range(0, count, batch):
+            rows = [
+                {"call_id": f"{project}-{i}", "project": project, "month": month, "at": at + i,
+                 "model": "kimi-k2.5" if i % 3 else "kimi-k2.6", "status": "ok",
+                 "estimated": False, "prompt_tokens": 100 + i % 50, "completion_tokens": 50,
+                 "cached_tokens": 0, "est_prompt_tokens": 100, "input_price": 200_000,
+                 "output_price": 200_000, "cached_price": None,
+                 "cost": (150 + i % 50) * 200_000, "http_status": 200, "error": None,
+                 "invoice_id": None, "recorded_at": at + i}
+                for i in range(first, min(first + batch, count))
+            ]
+            conn.execute(events.insert(), rows)
+            total += sum(r["cost"] for r in rows)
+        book.store._add_totals(conn, project, month, settled=total, held=0)
+
+
+@section
+def bench_scale(args: argparse.Namespace) -> None:
+    """A budget check (hold + settle) with 1M events in the ledger vs with 1K."""
+    big = 100_000 if args.quick else 1_000_000
+    clock = ManualClock(datetime(2026, 11, 20, tzinfo=timezone.utc))
+    with tempfile.TemporaryDirectory() as d:
+        with Ledger(f"sqlite:///{d}/s.db", clock=clock) as book:
+            book.set_budget("small", Decimal("1000000"))
+            book.set_budget("big", Decimal("1000000"))
+            bulk_events(book, "small", 1_000)
+            t0 = time.perf_counter()
+            bulk_events(book, "big", big)
+            print(f"  (loaded {big:,} events in {time.perf_counter() - t0:.1f} s)")
+            rates: dict[str, list[float]] = {"small": [], "big": []}
+            for _ in range(5):  # interleaved rounds
+                for project in ("small", "big"):
+                    rates[project].append(cycles_per_second(book, 300, project))
+            small, large = statistics.median(rates["small"]), statistics.median(rates["big"])
+            print(f"  1K events: {small:,.0f} checks/s; {big:,} events: {large:,.0f} checks/s; "
+                  f"ratio {large / small:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run")
+    parser.add_argument("--postgres", default=PG_DEFAULT, help="PostgreSQL URL")
+    args = parser.parse_args()
+    print(f"# runapi-ledger benchmarks ({time.strftime('%Y-%m-%d')}, Python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} cores)")
+    for name in args.only or SECTIONS:
+        print(f"\n## {name}: {SECTIONS[name].__doc__}")
+        SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    main()
