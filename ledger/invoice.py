@@ -44,8 +44,8 @@ from .store.schema import from_micros, to_micros
 if TYPE_CHECKING:
     from .core import Ledger
 
-__all__ = ["Invoice", "InvoiceLine", "invoice", "invoices_for_month", "build_invoice",
-           "line_from_row"]
+__all__ = ["Invoice", "InvoiceLine", "build_invoice", "invoice", "invoices_for_month",
+           "issued_invoices", "line_from_row"]
 
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
@@ -241,26 +241,33 @@ def invoice(book: Ledger, project: str, month: str, *, draft: bool = False) -> I
 
     check_name(project, "project")
     month = parse_month(month)
-    stored = sql.issued_document(book.store, project, month)
+    stored = sql.issued(book.store, project, month)
     if stored is not None:
-        return Invoice.from_json(stored)
+        return Invoice.from_dict(stored)
     now = book.now()
     if draft:
         return build_invoice(None, project, month, now, sql.draft_rows(book.store, project, month))
 
-    def render(number: int, rows: list[sql.LineRow]) -> tuple[str, int]:
+    def render(number: int, rows: list[sql.LineRow]) -> tuple[dict[str, Any], int]:
         inv = build_invoice(number, project, month, now, rows)
-        return inv.to_json(), to_units(inv.total)
+        return inv.to_dict(), to_units(inv.total)
 
-    return Invoice.from_json(sql.issue(book.store, project, month, to_micros(now), render))
+    return Invoice.from_dict(sql.issue(book.store, project, month, to_micros(now), render))
 
 
 def invoices_for_month(book: Ledger, month: str, *, draft: bool = False) -> list[Invoice]:
-    """The invoice of every project with something to bill for ``month`` (see
-    ``ledger.store.invoices.projects_to_invoice``), issuing those not yet issued."""
+    """The invoice of every project with something to bill for ``month`` (usage in it, an
+    invoice already issued for it, or late usage of an earlier frozen month), by project;
+    issuing those not yet issued unless ``draft``."""
     month = parse_month(month)
     return [invoice(book, p, month, draft=draft)
             for p in sql.projects_to_invoice(book.store, month)]
+
+
+def issued_invoices(book: Ledger, month: str | None = None) -> list[Invoice]:
+    """Every issued invoice (of ``month``, if given), by number."""
+    return [Invoice.from_dict(d) for d in
+            sql.issued_invoices(book.store, None if month is None else parse_month(month))]
 
 
 def _line_order(line: InvoiceLine) -> tuple[int, str, str, int]:

@@ -299,6 +299,20 @@ def exception_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
+
+
+def strip_null_usage(events: bytes) -> bytes:
+    """Remove the ``"usage": null`` field OpenAI adds to every chunk of a stream that asked for
+    usage, from whole events, so that a caller who did not ask sees the chunks it would have
+    seen. (Quotes inside JSON strings are escaped, so the pattern cannot match content.)"""
+    if b'"usage"' not in events:
+        return events
+    for pattern in _NULL_USAGE:
+        events = events.replace(pattern, b"")
+    return events
+
+
 class ResponseMeter:
     """Watches one metered reply go by and decides how the call ended. Pure; never raises.
 
@@ -344,7 +358,7 @@ class ResponseMeter:
             data = chunk if self._decoder is None else self._decoder.decompress(chunk)
             if self.stream is not None:
                 out = self.stream.feed(data)
-                return out if self.drops else chunk
+                return strip_null_usage(out) if self.drops else chunk
             if not self._overflow:
                 self._size += len(data)
                 if self._size > self._limit:
@@ -360,7 +374,7 @@ class ResponseMeter:
         try:
             if self.stream is not None:
                 tail = self.stream.finish()
-                return tail if self.drops else b""
+                return strip_null_usage(tail) if self.drops else b""
         except Exception:
             self._undecodable = True
         return b""

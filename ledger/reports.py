@@ -216,12 +216,11 @@ class UsageRow:
     http_status: int | None
     error: str | None
     call_id: str | None
-    invoice_number: int | None
 
     FIELDS = ("id", "at", "project", "month", "model", "status", "estimated", "prompt_tokens",
               "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_per_1k",
               "output_per_1k", "cached_input_per_1k", "cost", "http_status", "error",
-              "call_id", "invoice_number")
+              "call_id")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: money and prices as exact decimal strings, instants in ISO 8601."""
@@ -236,7 +235,6 @@ class UsageRow:
             "cached_input_per_1k": _money(self.cached_input_per_1k),
             "cost": money_str(self.cost), "http_status": self.http_status,
             "error": self.error, "call_id": self.call_id,
-            "invoice_number": self.invoice_number,
         }
 
 
@@ -263,8 +261,7 @@ def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = 
 def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Iterator[UsageRow]:
     for r in sql.iter_usage(book.store, flt, batch):
         (id_, at, project, month, model, status, estimated, prompt, completion, cached,
-         est, input_price, output_price, cached_price, cost, http_status, error, call_id,
-         number) = r
+         est, input_price, output_price, cached_price, cost, http_status, error, call_id) = r
         yield UsageRow(
             int(id_), from_micros(int(at)), str(project), str(month), str(model),
             str(status), bool(estimated), int(prompt), int(completion), int(cached),
@@ -273,7 +270,6 @@ def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Iterator[UsageRow
             None if cached_price is None else price_from_units(int(cached_price)),
             from_units(int(cost)), None if http_status is None else int(http_status),
             None if error is None else str(error), None if call_id is None else str(call_id),
-            None if number is None else int(number),
         )
 
 

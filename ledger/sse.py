@@ -222,6 +222,7 @@ class StreamMeter:
             if self._skipping:
                 blank = start == pos and not self._line
                 self._line.clear()
+                self._first_line = False
             else:
                 line = bytes(self._line) + chunk[pos:start] if self._line else chunk[pos:start]
                 self._line.clear()

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 from ..budget import BudgetState
 from ..clock import month_of
 from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
+from ..faults import fault_point
 from ..money import from_units
 from ..pricing import Price, worst_case_units
 from .prepared import HOLD_COLUMNS, NO_LIMIT, HotStatements, raw_transaction
@@ -89,13 +90,16 @@ def _translate(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            args[0].engine.pool.dispose()  # the server may have restarted: reconnect next time
             raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated:
+                args[0].engine.pool.dispose()
                 raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
             raise
         except Exception as exc:  # raw DBAPI errors from the hot path
             if isinstance(exc, args[0]._unavailable):
+                args[0].engine.pool.dispose()
                 raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
             raise
 
@@ -280,6 +284,7 @@ class Store:
                 hot.ensure_totals.run(cur, project=project, month=month)
                 if hot.reserve.run(cur, **reserve).rowcount != 1:
                     raise _Refused()  # rolls the hold row back with the transaction
+            fault_point("hold:before-commit")
             return Hold(call_id, project, month, model, amount, price, prompt_tokens,
                         now, now + ttl)
 
@@ -313,6 +318,7 @@ class Store:
             row = hot.post_hold.run(cur, id=call_id,
                                     state="posted" if charged else "voided").fetchone()
             released = 0
+            hold: Hold | None
             if row is not None:  # the usual case: a pending hold, now resolved
                 hold = _hold_from_tuple(row)
                 released = hold.amount_units
@@ -337,7 +343,9 @@ class Store:
             if cur.fetchone() is None:  # resolved before: the first resolution stands
                 return int(hot.event_cost.run(cur, call_id=call_id).fetchone()[0])
             hot.add_totals.run(cur, project=project, month=month, settled=cost, held=-released)
-            return cost
+            fault_point("settle:before-commit")
+        fault_point("settle:after-commit")
+        return cost
 
     @_translate
     def record(

@@ -36,7 +36,7 @@ class Prepared:
     """One statement compiled for one dialect: SQL text plus how to lay out its parameters."""
 
     def __init__(self, stmt: ClauseElement, engine: Engine) -> None:
-        compiled = stmt.compile(dialect=engine.dialect)
+        compiled: Any = stmt.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
         self.order: tuple[str, ...] | None = (

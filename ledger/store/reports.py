@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from ..errors import LedgerUnavailable
 from .ops import Store, _translate
-from .schema import events, invoices
+from .schema import events
 
 DAY_MICROS = 86_400_000_000
 USAGE_STATUSES = ("ok", "failed", "refused", "cancelled", "estimated")
@@ -68,7 +68,7 @@ USAGE_COLUMNS = (
     events.c.status, events.c.estimated, events.c.prompt_tokens, events.c.completion_tokens,
     events.c.cached_tokens, events.c.est_prompt_tokens, events.c.input_price,
     events.c.output_price, events.c.cached_price, events.c.cost, events.c.http_status,
-    events.c.error, events.c.call_id, invoices.c.number,
+    events.c.error, events.c.call_id,
 )
 
 
@@ -80,7 +80,6 @@ def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[tu
     """
     stmt = (
         select(*USAGE_COLUMNS)
-        .select_from(events.outerjoin(invoices, invoices.c.id == events.c.invoice_id))
         .where(*flt.where())
         .order_by(events.c.id)
     )
