@@ -83,6 +83,15 @@ class _Refused(Exception):
     pass
 
 
+class _Unusual(Exception):
+    pass
+
+
+class _Resolved(Exception):
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+
+
 def _translate(fn: Callable[..., T]) -> Callable[..., T]:
     """Database connectivity failures become LedgerUnavailable; everything else passes."""
 
@@ -264,6 +273,32 @@ class Store:
         self, call_id: str, project: str, model: str, prompt_tokens: int,
         max_completion_tokens: int, now: datetime, ttl: timedelta,
     ) -> Hold:
+        """The fast path, one batch: reserve the worst case priced in SQL and insert the hold.
+        Anything unusual (first call of the month, unknown model, refused, a repeated call id)
+        rolls back and takes the step-by-step path, which says exactly what happened."""
+        month = month_of(now)
+        values = {"id": call_id, "project": project, "month": month, "model": model,
+                  "prompt": prompt_tokens, "max_completion": max_completion_tokens,
+                  "at": to_micros(now), "created_at": to_micros(now),
+                  "expires_at": to_micros(now + ttl), "no_limit": NO_LIMIT}
+        try:
+            with raw_transaction(self.engine, transient=True) as tx:
+                reserved, created = tx.batch((self.hot.reserve_priced, values),
+                                             (self.hot.insert_hold_priced, values))
+                row = created.fetchone()
+                if reserved.rowcount != 1 or row is None:
+                    raise _Unusual()
+                fault_point("hold:before-commit")
+        except _Unusual:
+            return self._try_hold_stepwise(call_id, project, model, prompt_tokens,
+                                           max_completion_tokens, now, ttl)
+        price = Price(model, now, row[1], row[2], row[3])
+        return Hold(call_id, project, month, model, row[0], price, prompt_tokens, now, now + ttl)
+
+    def _try_hold_stepwise(
+        self, call_id: str, project: str, model: str, prompt_tokens: int,
+        max_completion_tokens: int, now: datetime, ttl: timedelta,
+    ) -> Hold:
         month, hot = month_of(now), self.hot
         with raw_transaction(self.engine, transient=True) as cur:
             price = self._raw_price(cur, model, now)
@@ -312,6 +347,13 @@ class Store:
 
         ``fallback`` (project, model, started_at) prices a call whose hold row is missing.
         """
+        try:
+            return self._settle(call_id, outcome, now, fallback)
+        except _Resolved as first:
+            return first.cost
+
+    def _settle(self, call_id: str, outcome: Outcome, now: datetime,
+                fallback: tuple[str, str, datetime] | None) -> int:
         charged = outcome.status in ("ok", "cancelled")
         hot = self.hot
         with raw_transaction(self.engine) as cur:
@@ -338,11 +380,15 @@ class Store:
                 raise InvalidInput(f"no hold with call id {call_id!r}")
             cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
                                     outcome.cached_tokens) if charged else 0
-            hot.insert_event.run(cur, **self._event(
-                call_id, project, month, started, model, outcome, est, price, cost, now))
-            if cur.fetchone() is None:  # resolved before: the first resolution stands
-                return int(hot.event_cost.run(cur, call_id=call_id).fetchone()[0])
-            hot.add_totals.run(cur, project=project, month=month, settled=cost, held=-released)
+            event = self._event(call_id, project, month, started, model, outcome, est, price,
+                                cost, now)
+            inserted, _ = cur.batch(
+                (hot.insert_event, event),
+                (hot.add_totals, {"project": project, "month": month, "settled": cost,
+                                  "held": -released}))
+            if inserted.fetchone() is None:  # resolved before: the first resolution stands
+                first = hot.event_cost.run(cur, call_id=call_id).fetchone()[0]
+                raise _Resolved(int(first))  # rolls back this attempt's totals update
             fault_point("settle:before-commit")
         fault_point("settle:after-commit")
         return cost

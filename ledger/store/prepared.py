@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
@@ -76,6 +76,27 @@ class HotStatements:
                    totals.c.settled + totals.c.held + p("amount")
                    <= func.coalesce(limit, p("no_limit")))
             .values(held=totals.c.held + p("amount")), engine)
+        # The one-round-trip hold: reserve the worst case priced in SQL, and insert the hold.
+        price_in_force = (prices.c.model == p("model"), prices.c.effective_from <= p("at"))
+        amount = (select(p("prompt") * prices.c.input_price + p("max_completion") * prices.c.output_price)
+                  .where(*price_in_force).order_by(prices.c.effective_from.desc()).limit(1)
+                  .scalar_subquery())
+        self.reserve_priced = Prepared(
+            update(totals)
+            .where(totals.c.project == p("project"), totals.c.month == p("month"),
+                   totals.c.settled + totals.c.held + amount <= func.coalesce(limit, p("no_limit")))
+            .values(held=totals.c.held + amount), engine)
+        priced = (
+            select(p("id"), p("project"), p("month"), p("model"),
+                   p("prompt") * prices.c.input_price + p("max_completion") * prices.c.output_price,
+                   prices.c.input_price, prices.c.output_price, prices.c.cached_price,
+                   p("prompt"), p("created_at"), p("expires_at"), literal("pending"))
+            .where(*price_in_force).order_by(prices.c.effective_from.desc()).limit(1))
+        self.insert_hold_priced = Prepared(
+            insert(holds).from_select([c.name for c in HOLD_COLUMNS], priced)
+            .on_conflict_do_nothing(index_elements=[holds.c.id])
+            .returning(holds.c.amount, holds.c.input_price, holds.c.output_price,
+                       holds.c.cached_price), engine)
         self.ensure_totals = Prepared(
             insert(totals).values(project=p("project"), month=p("month"))
             .on_conflict_do_nothing(), engine)
@@ -100,9 +121,41 @@ class HotStatements:
                   "held": totals.c.held + upsert.excluded.held}), engine)
 
 
+class Tx:
+    """A write transaction on one pooled DBAPI connection; looks like a cursor (``execute``,
+    ``fetchone``, ``rowcount``), and ``batch`` runs statements that do not depend on each
+    other's results, each on its own cursor. (A psycopg pipeline for ``batch`` was measured
+    and brought nothing on loopback: the time is the server's, not round trips.)"""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.cur = conn.cursor()
+
+    def execute(self, sql: str, args: Any = None) -> Any:
+        return self.cur.execute(sql, args) if args is not None else self.cur.execute(sql)
+
+    def fetchone(self) -> Any:
+        return self.cur.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cur.rowcount)
+
+    def batch(self, *calls: tuple[Prepared, Mapping[str, Any]]) -> list[Any]:
+        cursors = []
+        for stmt, values in calls:
+            cur = self.conn.cursor()
+            cur.execute(stmt.sql, stmt.args(values))
+            cursors.append(cur)
+        return cursors
+
+    def close(self) -> None:
+        self.cur.close()
+
+
 @contextmanager
-def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Any]:
-    """A write transaction on a pooled DBAPI connection; yields a cursor.
+def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Tx]:
+    """A write transaction on a pooled DBAPI connection.
 
     SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front (no lock-upgrade deadlocks).
     PostgreSQL: psycopg opens the transaction implicitly at the first statement.
@@ -114,13 +167,13 @@ def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Any]
     Settles and records always wait for durability.
     """
     conn = engine.raw_connection()
-    cur = conn.cursor()
+    tx = Tx(conn)
     try:
         if engine.dialect.name == "sqlite":
-            cur.execute("BEGIN IMMEDIATE")
+            tx.execute("BEGIN IMMEDIATE")
         elif transient:
-            cur.execute("SET LOCAL synchronous_commit = off")
-        yield cur
+            tx.execute("SET LOCAL synchronous_commit = off")
+        yield tx
         conn.commit()
     except BaseException:
         try:
@@ -130,6 +183,6 @@ def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Any]
         raise
     finally:
         try:
-            cur.close()
+            tx.close()
         finally:
             conn.close()

@@ -1,0 +1,188 @@
+"""What every command shares: the lazily opened ledger, ``--format``, ``--output``,
+``--month``, writing results, and progress on a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..clock import Clock, parse_month
+from ..errors import InvalidInput
+
+if TYPE_CHECKING:
+    from ..core import Ledger
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+@dataclass
+class CliState:
+    """The command line's context object: where the ledger is, and the ledger once opened.
+
+    Tests may pass ``obj=CliState(clock=ManualClock(...))`` to ``CliRunner.invoke``.
+    """
+
+    db: str | None = None
+    clock: Clock | None = None
+    book: Ledger | None = field(default=None, repr=False)
+
+    def open(self, *, migrate: bool = True, replay_spool: bool = True) -> Ledger:
+        """The ledger, opened on first use (so ``--help`` never touches a database)."""
+        if self.book is None:
+            from ..core import Ledger
+
+            self.book = Ledger(self.db, clock=self.clock, migrate=migrate,
+                               replay_spool=replay_spool)
+        return self.book
+
+    def close(self) -> None:
+        if self.book is not None:
+            self.book.close()
+            self.book = None
+
+
+pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+
+def format_option(*choices: str, default: str = "table") -> Callable[[F], F]:
+    """The shared ``--format`` option (``table`` for people; ``json``/``csv`` for machines)."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(choices, case_sensitive=False), default=default,
+        show_default=True,
+        help="Output format: " + ", ".join(choices) + ". Money in json/csv is an exact "
+             "decimal string.")
+
+
+def output_option(help_text: str = "Write to FILE instead of standard output.") -> Callable[[F], F]:
+    return click.option("--output", "-o", "output", metavar="FILE",
+                        type=click.Path(dir_okay=False, path_type=Path), help=help_text)
+
+
+def _month(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_month(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def month_option(*, required: bool = False,
+                 help_text: str = "The UTC calendar month (default: the current one).",
+                 ) -> Callable[[F], F]:
+    return click.option("--month", metavar="YYYY-MM", callback=_month, required=required,
+                        help=help_text)
+
+
+def parse_instant(value: str, field_name: str = "--from") -> datetime:
+    """``YYYY-MM-DD`` or an ISO 8601 date-time; without an offset it is UTC."""
+    text = value.strip()
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{field_name} must be a date (2026-11-15) or an ISO 8601 date-time "
+            f"(2026-11-15T09:00:00+00:00), got {value!r}") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+# -- writing results ---------------------------------------------------------------------------
+def stdout_text() -> IO[str]:
+    return sys.stdout
+
+
+@contextmanager
+def text_output(path: Path | None) -> Iterator[IO[str]]:
+    """Standard output, or ``path`` written atomically (complete, or not at all)."""
+    if path is None:
+        yield sys.stdout
+        return
+    with _atomic(path, "w") as fh:
+        yield fh  # type: ignore[misc]
+
+
+def write_bytes(path: Path | None, data: bytes) -> None:
+    """Binary output (a PDF): to ``path``, or to standard output unless that is a terminal."""
+    if path is None:
+        if sys.stdout.isatty():
+            raise click.UsageError("a PDF is binary: give --output FILE or redirect stdout")
+        stream = click.get_binary_stream("stdout")
+        stream.write(data)
+        stream.flush()
+        return
+    with _atomic(path, "wb") as fh:
+        fh.write(data)
+
+
+@contextmanager
+def _atomic(path: Path, mode: str) -> Iterator[IO[Any]]:
+    path = path.expanduser()
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# -- progress ----------------------------------------------------------------------------------
+def show_progress(output: Path | None) -> bool:
+    """Progress bars only on an interactive terminal, and only when the results themselves are
+    not printed there (they go to a file or a pipe); never when stderr is piped or captured."""
+    try:
+        interactive = sys.stderr.isatty()
+        results_on_terminal = output is None and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return interactive and not results_on_terminal and not os.environ.get("LEDGER_NO_PROGRESS")
+
+
+def tracked(items: Iterable[T], label: str, *, total: int | None = None,
+            enabled: bool = False, every: int = 1) -> Iterator[T]:
+    """Iterate ``items``, showing a transient progress bar on stderr when ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"),
+               *((BarColumn(), MofNCompleteColumn()) if total is not None
+                 else (TextColumn("{task.completed:,}"),)),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        pending = 0
+        for item in items:
+            yield item
+            pending += 1
+            if pending >= every:
+                progress.advance(task, pending)
+                pending = 0
+        progress.advance(task, pending)

@@ -1,0 +1,127 @@
+"""CSV for machines and spreadsheets.
+
+Text cells (project and model names, errors) are written as data, never as formulas: a cell
+beginning with ``=``, ``+``, ``-``, ``@``, a tab, CR or LF (or their full-width forms) gets a
+leading ``'`` (OWASP's advice against CSV injection). Numbers the ledger writes itself (money
+as exact decimals, token counts) are never altered. No total rows: one record per line.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, TextIO
+
+from ..money import money_str, price_from_units
+
+if TYPE_CHECKING:
+    from ..budget import BudgetState
+    from ..invoice import Invoice
+    from ..pricing import Price
+    from ..reports import BudgetReport, Calibration, UsageRow
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+Cell = str | int | bool | Decimal | datetime | date | None
+
+
+def safe_text(value: str) -> str:
+    """``value`` made safe to open in a spreadsheet (a leading ``'`` if it could be a formula)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def cell(value: Cell) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return money_str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return safe_text(str(value))
+
+
+def write_rows(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> int:
+    """Write a header and rows (streamed); returns how many rows."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    count = 0
+    for row in rows:
+        writer.writerow([cell(v) for v in row])
+        count += 1
+    return count
+
+
+INVOICE_HEADER = ("invoice", "number", "project", "month", "currency", "issued_at", "kind",
+                  "model", "adjusts_month", "input_per_1k", "output_per_1k",
+                  "cached_input_per_1k", "calls", "prompt_tokens", "completion_tokens",
+                  "cached_tokens", "exact_amount", "amount", "invoice_total")
+
+
+def invoices(out: TextIO, invs: Iterable[Invoice]) -> int:
+    """One row per invoice line (an invoice without lines gets one row with its total)."""
+
+    def rows() -> Iterable[Sequence[Cell]]:
+        for inv in invs:
+            head: list[Cell] = [inv.label, inv.number, inv.project, inv.month, inv.currency,
+                                inv.issued_at]
+            if not inv.lines:
+                yield [*head, "", "", "", "", "", "", 0, 0, 0, 0, Decimal("0.00"),
+                       Decimal("0.00"), inv.total]
+            for line in inv.lines:
+                yield [*head, line.kind, line.model, line.adjusts_month, line.input_per_1k,
+                       line.output_per_1k, line.cached_input_per_1k, line.calls,
+                       line.prompt_tokens, line.completion_tokens, line.cached_tokens,
+                       line.exact_amount, line.amount, inv.total]
+
+    return write_rows(out, INVOICE_HEADER, rows())
+
+
+REPORT_HEADER = ("month", "project", "budget", "limit", "spent", "reserved", "remaining",
+                 "percent_used", "burn_rate_per_day", "forecast", "forecast_over_limit",
+                 "status")
+
+
+def budget_report(out: TextIO, report: BudgetReport) -> int:
+    return write_rows(out, REPORT_HEADER, (
+        [report.month, r.project, r.budget_kind, r.limit, r.spent, r.reserved, r.remaining,
+         r.percent_used, r.burn_rate_per_day, r.forecast, r.forecast_over, r.status]
+        for r in report.rows))
+
+
+def usage(out: TextIO, rows: Iterable[UsageRow]) -> int:
+    from ..reports import UsageRow
+
+    return write_rows(out, UsageRow.FIELDS, (
+        [r.id, r.at, r.project, r.month, r.model, r.status, r.estimated, r.prompt_tokens,
+         r.completion_tokens, r.cached_tokens, r.est_prompt_tokens, r.input_per_1k,
+         r.output_per_1k, r.cached_input_per_1k, r.cost, r.http_status, r.error, r.call_id]
+        for r in rows))
+
+
+def calibration(out: TextIO, rows: Iterable[Calibration]) -> int:
+    return write_rows(out, ("model", "calls", "estimated_prompt_tokens", "actual_prompt_tokens",
+                            "ratio", "mean_abs_error", "overestimated_share"), (
+        [c.model, c.calls, c.estimated_prompt_tokens, c.actual_prompt_tokens, c.ratio,
+         c.mean_abs_error, c.overestimated_share] for c in rows))
+
+
+def prices(out: TextIO, items: Iterable[Price]) -> int:
+    return write_rows(out, ("model", "effective_from", "input_per_1k", "output_per_1k",
+                            "cached_input_per_1k"), (
+        [p.model, p.effective_from, price_from_units(p.input_units),
+         price_from_units(p.output_units),
+         None if p.cached_units is None else price_from_units(p.cached_units)]
+        for p in items))
+
+
+def budgets(out: TextIO, states: Iterable[BudgetState]) -> int:
+    return write_rows(out, ("project", "budget", "limit", "month", "spent", "reserved",
+                            "remaining", "status"), (
+        [s.project, "hard" if s.hard else "soft", s.limit, s.month, s.spent, s.held,
+         s.remaining, s.status] for s in states))
