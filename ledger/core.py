@@ -4,6 +4,7 @@ modules (``pricing``, ``budget``, ``estimate``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Mapping
@@ -12,9 +13,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from .budget import BudgetState
 from .clock import Clock, SystemClock, month_of, parse_month, require_aware
-from .errors import InvalidInput, UnknownModel
+from .errors import InvalidInput, LedgerUnavailable, UnknownModel
 from .money import (
     MAX_AMOUNT,
     check_tokens,
@@ -102,12 +105,17 @@ class Ledger:
         self.engine = make_engine(self.url)
         self.store = Store(self.engine)
         if migrate:
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except (OperationalError, InterfaceError) as exc:
+                raise LedgerUnavailable(
+                    f"cannot open the ledger database {self!r}: {exc.orig or exc}") from exc
         from .spool import Spool
 
         self.spool = Spool(spool_path or Spool.default_path(self.url))
         if replay_spool and self.spool.exists():
-            self.replay()
+            with contextlib.suppress(LedgerUnavailable):  # next open, or `ledger replay`
+                self.replay()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:

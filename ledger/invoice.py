@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .core import Ledger
 
 __all__ = ["Invoice", "InvoiceLine", "build_invoice", "invoice", "invoices_for_month",
-           "issued_invoices", "line_from_row"]
+           "issued_invoices", "line_from_row", "projects_to_invoice"]
 
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
@@ -260,8 +260,13 @@ def invoices_for_month(book: Ledger, month: str, *, draft: bool = False) -> list
     invoice already issued for it, or late usage of an earlier frozen month), by project;
     issuing those not yet issued unless ``draft``."""
     month = parse_month(month)
-    return [invoice(book, p, month, draft=draft)
-            for p in sql.projects_to_invoice(book.store, month)]
+    return [invoice(book, p, month, draft=draft) for p in projects_to_invoice(book, month)]
+
+
+def projects_to_invoice(book: Ledger, month: str) -> list[str]:
+    """Projects with something to bill for ``month``, by name: chargeable usage in it, an
+    invoice already issued for it, or late usage of an earlier frozen month."""
+    return sql.projects_to_invoice(book.store, parse_month(month))
 
 
 def issued_invoices(book: Ledger, month: str | None = None) -> list[Invoice]:

@@ -22,13 +22,14 @@ shown rounded half-even to the cent; spent, reserved and remaining are exact.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
-from .clock import month_bounds, parse_month
+from .budget import BudgetState
+from .clock import month_bounds, month_of, parse_month
 from .errors import InvalidInput
 from .money import from_units, money_str, price_from_units, round_half_even_to_cent
 from .store import reports as sql
@@ -45,6 +46,7 @@ __all__ = [
     "DailySpend",
     "UsageRow",
     "budget_report",
+    "budgets",
     "calibration",
     "usage_rows",
     "USAGE_STATUSES",
@@ -184,6 +186,12 @@ def budget_report(book: Ledger, month: str) -> BudgetReport:
                         tuple(rows))
 
 
+def budgets(book: Ledger, month: str | None = None) -> list[BudgetState]:
+    """Every project with a budget, with its state in ``month`` (default: the current one)."""
+    month = month_of(book.now()) if month is None else parse_month(month)
+    return [s for s in book.store.states(month) if s.limit is not None]
+
+
 def _days(delta: timedelta) -> Decimal:
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return Decimal(micros) / Decimal(sql.DAY_MICROS)
@@ -247,7 +255,7 @@ def _usage_filter(project: str | None, month: str | None, model: str | None,
 
 def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = None,
                model: str | None = None, status: str | None = None,
-               batch: int = 2000) -> Iterator[UsageRow]:
+               batch: int = 2000) -> Generator[UsageRow, None, None]:
     """Stream the recorded calls matching the filters, oldest first (flat memory).
 
     ``status`` is one of ``ok``, ``failed``, ``refused``, ``cancelled`` or ``estimated``
@@ -258,7 +266,7 @@ def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = 
     return _usage_rows(book, flt, batch)
 
 
-def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Iterator[UsageRow]:
+def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Generator[UsageRow, None, None]:
     for r in sql.iter_usage(book.store, flt, batch):
         (id_, at, project, month, model, status, estimated, prompt, completion, cached,
          est, input_price, output_price, cached_price, cost, http_status, error, call_id) = r

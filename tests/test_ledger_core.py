@@ -228,3 +228,26 @@ class TestOpening:
             list(pool.map(lambda i: book.record("acme", "kimi-k2.5", 1000, 0,
                                                 request_id=f"r{i}"), range(200)))
         assert book.spend("acme") == Decimal("4.00")
+
+    def test_unreachable_database_is_a_clear_error(self) -> None:
+        """A database that does not answer raises LedgerUnavailable naming it, not a traceback."""
+        with pytest.raises(ledger.LedgerUnavailable, match="5999"):
+            Ledger("postgresql://postgres@127.0.0.1:5999/nowhere")
+
+    def test_spool_is_replayed_exactly_once_on_open(self, sqlite_url: str,
+                                                    clock: ManualClock) -> None:
+        """Usage spooled while the database failed is applied once, however often replayed."""
+        from ledger.store.ops import Outcome
+
+        with Ledger(sqlite_url, clock=clock) as book:
+            h = book.hold("acme", "kimi-k2.5", 1000, 1000)
+            book.spool.append(h.call_id, "acme", "kimi-k2.5", h.created_at,
+                              Outcome("ok", 1000, 500))
+            book.spool.append(h.call_id, "acme", "kimi-k2.5", h.created_at,
+                              Outcome("ok", 1000, 500))  # a retried write: same call id
+        with Ledger(sqlite_url, clock=clock) as book:      # replayed on open
+            assert book.spend("acme") == Decimal("0.03")
+            assert book.budget("acme").held == 0
+            assert not book.spool.exists()
+            assert book.replay() == 0
+            assert book.spend("acme") == Decimal("0.03")

@@ -68,9 +68,10 @@ def list_budgets(state: CliState, fmt: str) -> None:
     Example:
       ledger budget list --format json
     """
-    book = state.open()
-    month = book.now().strftime("%Y-%m")
-    states = [s for s in book.store.states(month) if s.limit is not None]
+    from ..reports import budgets
+
+    states = budgets(state.open())
+    month = states[0].month if states else ""
     out = stdout_text()
     if fmt == "json":
         render_json.write({"month": month, "budgets": [

@@ -1,0 +1,103 @@
+"""``ledger usage``: the recorded calls, streamed."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import click
+
+from ..reports import USAGE_STATUSES, calibration, count_usage, usage_rows
+from ..render import csv as render_csv
+from ..render import json as render_json
+from ..render import table as render_table
+from .options import (
+    CliState,
+    format_option,
+    month_option,
+    output_option,
+    pass_state,
+    show_progress,
+    text_output,
+    tracked,
+)
+
+TABLE_LIMIT = 200
+
+
+@click.command()
+@click.option("--project", metavar="P", help="Only this project.")
+@month_option(help_text="Only this UTC calendar month.")
+@click.option("--model", metavar="MODEL", help="Only this model.")
+@click.option("--status", type=click.Choice(USAGE_STATUSES),
+              help="Only calls that ended so (estimated: the server reported no usage and "
+                   "the ledger's estimate was charged).")
+@format_option("table", "json", "jsonl", "csv")
+@output_option()
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help=f"At most N rows (default: all; {TABLE_LIMIT} for --format table).")
+@click.option("--calibration", "show_calibration", is_flag=True,
+              help="Instead of rows: estimated vs reported prompt tokens per model.")
+@pass_state
+def usage(state: CliState, project: str | None, month: str | None, model: str | None,
+          status: str | None, fmt: str, output: Path | None, limit: int | None,
+          show_calibration: bool) -> None:
+    """List recorded calls, oldest first, filtered by project, month, model and status.
+
+    Rows are streamed from the database, so memory stays flat at millions of rows. --format
+    json writes one JSON array, element by element (valid JSON for json.load and jq);
+    --format jsonl writes one object per line; csv has a header row. Money is an exact
+    decimal string. --calibration summarises how the pre-flight estimates compared with the
+    prompt tokens the server reported, per model.
+
+    \b
+    Example:
+      ledger usage --project acme --month 2026-11
+      ledger usage --status failed --format json
+      ledger usage --month 2026-11 --format csv --output usage-2026-11.csv
+      ledger usage --calibration
+    """
+    book = state.open()
+    if show_calibration:
+        rows = calibration(book, project=project, month=month, model=model)
+        with text_output(output) as out:
+            if fmt in ("json", "jsonl"):
+                if fmt == "json":
+                    render_json.write({"calibration": [c.to_dict() for c in rows]}, out)
+                else:
+                    render_json.stream_lines((c.to_dict() for c in rows), out)
+            elif fmt == "csv":
+                render_csv.calibration(out, rows)
+            else:
+                render_table.console(out).print(render_table.calibration(rows))
+        return
+    if fmt == "table" and limit is None:
+        limit = TABLE_LIMIT
+    progress = show_progress(output)
+    total = count_usage(book, project=project, month=month, model=model, status=status) \
+        if progress else None
+    if total is not None and limit is not None:
+        total = min(total, limit)
+    stream = usage_rows(book, project=project, month=month, model=model, status=status)
+    try:
+        rows_iter = stream if limit is None else islice(stream, limit)
+        rows_iter = tracked(rows_iter, "usage rows", total=total, enabled=progress, every=1000)
+        with text_output(output) as out:
+            if fmt == "json":
+                render_json.stream_array((r.to_dict() for r in rows_iter), out)
+            elif fmt == "jsonl":
+                render_json.stream_lines((r.to_dict() for r in rows_iter), out)
+            elif fmt == "csv":
+                render_csv.usage(out, rows_iter)
+            else:
+                shown = list(rows_iter)
+                console = render_table.console(out, terminal=None if output is None else False)
+                console.print(render_table.usage(shown))
+                if limit is not None and len(shown) == limit:
+                    more = count_usage(book, project=project, month=month, model=model,
+                                       status=status) - limit
+                    if more > 0:
+                        click.echo(f"... {more:,} more; use --limit N, or --format csv/json "
+                                   "for all", err=True)
+    finally:
+        stream.close()
