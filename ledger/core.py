@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .estimate import Estimator
     from .invoice import Invoice
     from .metering import MeteredCall
-    from .reports import BudgetReport
+    from .reports import BudgetReport, UsageRow
 
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 MAX_NAME = 200
@@ -318,6 +318,20 @@ class Ledger:
         from .reports import budget_report
 
         return budget_report(self, self._month(month))
+
+    def invoices(self, month: str, *, draft: bool = False) -> list[Invoice]:
+        """The invoice of every project with something to bill for ``month`` (issued unless
+        ``draft``), by project."""
+        from .invoice import invoices_for_month
+
+        return invoices_for_month(self, month, draft=draft)
+
+    def usage(self, *, project: str | None = None, month: str | None = None,
+              model: str | None = None, status: str | None = None) -> Iterator[UsageRow]:
+        """Stream the recorded calls matching the filters, oldest first (flat memory)."""
+        from .reports import usage_rows
+
+        return usage_rows(self, project=project, month=month, model=model, status=status)
 
     # -- the spool ----------------------------------------------------------------------------
     def replay(self) -> int:

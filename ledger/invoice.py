@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .core import Ledger
 
 __all__ = ["Invoice", "InvoiceLine", "build_invoice", "invoice", "invoices_for_month",
-           "issued_invoices", "line_from_row", "projects_to_invoice"]
+           "is_issued", "issued_invoices", "line_from_row", "projects_to_invoice"]
 
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
@@ -261,6 +261,11 @@ def invoices_for_month(book: Ledger, month: str, *, draft: bool = False) -> list
     issuing those not yet issued unless ``draft``."""
     month = parse_month(month)
     return [invoice(book, p, month, draft=draft) for p in projects_to_invoice(book, month)]
+
+
+def is_issued(book: Ledger, project: str, month: str) -> bool:
+    """Whether ``project``'s invoice for ``month`` has been issued (and so is frozen)."""
+    return sql.issued(book.store, project, parse_month(month)) is not None
 
 
 def projects_to_invoice(book: Ledger, month: str) -> list[str]:

@@ -23,7 +23,8 @@ Decisions kept here:
   bounded, so no budget can admit it); 400 when the body cannot be metered (not JSON, no
   model); 503 ``ledger_unavailable`` when the database cannot be reached before the call and
   the ledger fails closed. The 402 and 400 carry ``x-should-retry: false``.
-* **Outcomes** (:meth:`ResponseMeter.outcome`): HTTP status >= 400, a transport error, an
+* **Outcomes** (:meth:`ResponseMeter.outcome`): HTTP status >= 400 (or any other non-2xx,
+  e.g. a redirect, which is not a completion), a transport error, an
   error event or a stream that ends without its end event -> ``failed`` (cost zero, status and
   error kept). A complete reply -> ``ok`` at the reported usage; without readable usage,
   ``ok`` charged by estimate (prompt estimate + tokens of the returned text), flagged
@@ -47,6 +48,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import BudgetExceeded, InvalidInput, LedgerError, LedgerUnavailable, UnknownModel
+from .faults import fault_point
 from .money import from_units, money_str
 from .shapes import (
     SHAPES,
@@ -226,8 +228,9 @@ def begin(book: Ledger, prepared: Prepared) -> Hold | None:
     ``LedgerUnavailable`` when the database is down and the ledger fails closed.
     """
     p = prepared
+    fault_point("call:before-hold")
     try:
-        return book.store.hold(p.call_id, p.project, p.model, p.prompt_tokens,
+        hold = book.store.hold(p.call_id, p.project, p.model, p.prompt_tokens,
                                p.max_completion_tokens, p.started, book.hold_ttl)
     except (BudgetExceeded, UnknownModel) as exc:
         try:
@@ -242,6 +245,8 @@ def begin(book: Ledger, prepared: Prepared) -> Hold | None:
                         p.call_id, exc_info=True)
             return None
         raise
+    fault_point("call:after-hold")
+    return hold
 
 
 def finish(book: Ledger, prepared: Prepared, outcome: Outcome) -> int | None:
@@ -252,6 +257,7 @@ def finish(book: Ledger, prepared: Prepared, outcome: Outcome) -> int | None:
     open) is priced at replay from its model and start time.
     """
     p = prepared
+    fault_point("call:after-response")
     try:
         return book.store.settle(p.call_id, outcome, book.now(),
                                  fallback=(p.project, p.model, p.started))
@@ -341,14 +347,15 @@ class ResponseMeter:
                 self._decoder = zlib.decompressobj(47)  # zlib or gzip header, auto-detected
             else:
                 self._undecodable = True
-        self.drops = (self.sse and status < 400 and prepared.drop_usage_chunk
+        self.success = 200 <= status < 300
+        self.drops = (self.sse and self.success and prepared.drop_usage_chunk
                       and self._decoder is None and not self._undecodable)
         self.stream: StreamMeter | None = None
-        if self.sse and status < 400:
+        if self.sse and self.success:
             self.stream = StreamMeter(prepared.shape, drop_usage_chunk=self.drops)
         self._parts: list[bytes] = []
         self._size = 0
-        self._limit = MAX_ERROR_BYTES if status >= 400 else MAX_BODY_BYTES
+        self._limit = MAX_BODY_BYTES if self.success else MAX_ERROR_BYTES
         self._overflow = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -402,14 +409,14 @@ class ResponseMeter:
             return self._outcome(ending, error)
         except Exception as exc:  # still never $0 for a success
             log.error("deciding the outcome of %s failed", self.prepared.call_id, exc_info=True)
-            if self.status >= 400 or ending == "error":
+            if not self.success or ending == "error":
                 return failed(error or f"HTTP {self.status}", self.status)
             return by_estimate(self.prepared, 0, http_status=self.status,
                                error=exception_text(exc))
 
     def _outcome(self, ending: Ending, error: str | None) -> Outcome:
         status = self.status
-        if status >= 400:
+        if not self.success:
             message = error_from_body(self._body(), status)
             return failed(message if error is None else f"{message}; {error}", status)
         if ending == "error":

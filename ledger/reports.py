@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .core import Ledger
 
 __all__ = [
+    "USAGE_STATUSES",
     "BudgetReport",
     "BudgetRow",
     "Calibration",
@@ -49,7 +50,6 @@ __all__ = [
     "budgets",
     "calibration",
     "usage_rows",
-    "USAGE_STATUSES",
 ]
 
 DAY = timedelta(days=1)
@@ -267,15 +267,22 @@ def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = 
 
 
 def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Generator[UsageRow, None, None]:
+    prices: dict[int, Decimal] = {}  # a handful of distinct prices: convert each once
+
+    def price(units: int) -> Decimal:
+        found = prices.get(units)
+        if found is None:
+            found = prices[units] = price_from_units(units)
+        return found
+
     for r in sql.iter_usage(book.store, flt, batch):
         (id_, at, project, month, model, status, estimated, prompt, completion, cached,
          est, input_price, output_price, cached_price, cost, http_status, error, call_id) = r
         yield UsageRow(
             int(id_), from_micros(int(at)), str(project), str(month), str(model),
             str(status), bool(estimated), int(prompt), int(completion), int(cached),
-            None if est is None else int(est),
-            price_from_units(int(input_price)), price_from_units(int(output_price)),
-            None if cached_price is None else price_from_units(int(cached_price)),
+            None if est is None else int(est), price(int(input_price)),
+            price(int(output_price)), None if cached_price is None else price(int(cached_price)),
             from_units(int(cost)), None if http_status is None else int(http_status),
             None if error is None else str(error), None if call_id is None else str(call_id),
         )

@@ -48,7 +48,7 @@ from .metering import (
     refusal_for,
 )
 from .shapes import Shape, shape_for
-from .store.ops import Hold, Outcome
+from .store.ops import Outcome
 
 if TYPE_CHECKING:
     from .core import Ledger
@@ -119,7 +119,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
             return response
         try:
             prepared = prepare(self.book, shape, project, request.read())
-            hold = begin(self.book, prepared)
+            begin(self.book, prepared)
         except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
         forward = _forward_request(request, prepared)
@@ -128,7 +128,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         except BaseException as exc:
             finish(self.book, prepared, failed(exception_text(exc)))
             raise
-        return _metered_response(response, self.book, prepared, hold, is_async=False)
+        return _metered_response(response, self.book, prepared, is_async=False)
 
     def close(self) -> None:
         for inner in self._closables():
@@ -163,12 +163,16 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         body = await request.aread()
         book = self.book
 
-        def start() -> tuple[Prepared, Hold | None]:
+        def start() -> Prepared:
             prepared = prepare(book, shape, project, body)
-            return prepared, begin(book, prepared)
+            begin(book, prepared)
+            return prepared
 
         try:
-            prepared, hold = await anyio.to_thread.run_sync(start)
+            # Shielded: a task cancelled while its hold is being written still gets the hold
+            # back, and the cancellation then lands in the forward below, which voids it.
+            with anyio.CancelScope(shield=True):
+                prepared = await anyio.to_thread.run_sync(start)
         except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
         forward = _forward_request(request, prepared)
@@ -179,7 +183,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(finish, book, prepared, outcome)
             raise
-        return _metered_response(response, book, prepared, hold, is_async=True)
+        return _metered_response(response, book, prepared, is_async=True)
 
     async def aclose(self) -> None:
         for inner in self._closables():
@@ -241,8 +245,8 @@ def _forward_request(request: AnyRequest, prepared: Prepared) -> AnyRequest:
     return forward
 
 
-def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared,
-                      hold: Hold | None, *, is_async: bool) -> AnyResponse:
+def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared, *,
+                      is_async: bool) -> AnyResponse:
     """Wrap the response stream so the call settles when the body ends or is closed."""
     meter = ResponseMeter(
         prepared, response.status_code, response.headers.get("content-type"),
@@ -306,6 +310,10 @@ class _SyncMeteredStream(httpx.SyncByteStream, httpx2.SyncByteStream):
                     settler.settle(meter.outcome("eof"))
                 if out:
                     yield out
+        except GeneratorExit:  # the caller stopped reading and dropped the body unclosed
+            if settler.claim():
+                settler.settle(meter.outcome("closed"))
+            raise
         except Exception as exc:
             if settler.claim():
                 settler.settle(meter.outcome("error", exception_text(exc)))
@@ -340,6 +348,10 @@ class _AsyncMeteredStream(httpx.AsyncByteStream, httpx2.AsyncByteStream):
                     await settler.asettle(meter.outcome("eof"))
                 if out:
                     yield out
+        except GeneratorExit:  # finalised unclosed (aclose() from the event loop's hook)
+            if settler.claim():
+                await settler.asettle(meter.outcome("closed"))
+            raise
         except Exception as exc:
             if settler.claim():
                 await settler.asettle(meter.outcome("error", exception_text(exc)))

@@ -131,6 +131,12 @@ class TestResponseMeter:
         assert (outcome.status, outcome.http_status, outcome.error) == (
             "failed", 429, "HTTP 429: slow")
 
+    def test_redirect_is_not_a_completion(self, book: Ledger) -> None:
+        """A 3xx answer is voided (the followed request is metered on its own)."""
+        meter = ResponseMeter(prepared(book), 307, "application/json", None, len)
+        run(meter, [b""])
+        assert meter.outcome("eof").status == "failed"
+
     def test_drop_mode_removes_usage_chunk_and_null_usage(self, book: Ledger) -> None:
         """The usage chunk the ledger asked for is dropped, and "usage":null stripped."""
         p = prepared(book, stream=True)

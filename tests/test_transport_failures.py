@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import anthropic
+import anyio
 import httpx
 import httpx2
 import openai
@@ -87,7 +88,7 @@ class TestRefused:
         openai_client.chat.completions.create(model="kimi-k2.5", messages=MESSAGES,
                                               max_tokens=100)
         state = book.budget("acme")
-        assert (state.spent, state.held, sim.request_count) == (cost(25), 0, 1)
+        assert state.spent == cost(25) and state.held == 0 and sim.request_count == 1
 
     def test_unknown_model_is_refused_with_how_to_price_it(
             self, book: Ledger, openai_client: openai.OpenAI, sim: RunAPISimulator,
@@ -277,10 +278,10 @@ class TestEstimated:
         """An Anthropic stream with no usage at all: estimate of the streamed text, flagged."""
         sim.enqueue(Behavior(omit_usage=True))
         text = ""
-        for event in anthropic_client.messages.create(model="kimi-k2.5", max_tokens=100,
-                                                      messages=MESSAGES, stream=True):
-            if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                text += event.delta.text
+        for sse in anthropic_client.messages.create(model="kimi-k2.5", max_tokens=100,
+                                                    messages=MESSAGES, stream=True):
+            if sse.type == "content_block_delta" and sse.delta.type == "text_delta":
+                text += sse.delta.text
         event = only_event(book, ledger_events)
         assert event["status"] == "ok" and event["estimated"]
         assert event["completion_tokens"] == count(book, text)
@@ -396,3 +397,36 @@ class TestLedgerInTrouble:
             event = only_event(book, ledger_events)
             assert (event["status"], event["est_prompt_tokens"]) == ("ok", None)
             assert book.spend("acme") == cost(25) and sim.request_count == 1
+
+
+def test_stream_dropped_without_close_is_still_settled(
+        book: Ledger, sim: RunAPISimulator, ledger_events: Events) -> None:
+    """A caller that stops reading and drops the response unclosed: cancelled, not lost."""
+    sim.enqueue(Behavior(chunk_delay=0.02))
+    client = book.httpx_client("acme")
+    body = {"model": "kimi-k2.5", "messages": MESSAGES, "stream": True}
+    request = client.build_request("POST", sim.openai_base_url + "/chat/completions", json=body)
+    response = client.send(request, stream=True)
+    for seen, _ in enumerate(response.iter_bytes()):
+        if seen == 3:
+            break
+    del response  # the generators are closed here, not at the hold's expiry
+    event = only_event(book, ledger_events)
+    assert event["status"] == "cancelled" and event["estimated"]
+    assert book.budget("acme").held == 0
+    client.close()
+
+
+@pytest.mark.anyio
+async def test_cancelled_async_call_is_voided(
+        book: Ledger, sim: RunAPISimulator, ledger_events: Events) -> None:
+    """A task cancelled while waiting for the server: its hold is voided, recorded failed."""
+    sim.enqueue(Behavior(delay=2.0))
+    async with book.async_httpx_client("acme") as client:
+        with anyio.move_on_after(0.3):
+            await client.post(sim.openai_base_url + "/chat/completions",
+                              json={"model": "kimi-k2.5", "messages": MESSAGES})
+    event = only_event(book, ledger_events)
+    assert (event["status"], event["cost"]) == ("failed", 0)
+    assert "Cancel" in event["error"]
+    assert book.budget("acme").held == 0

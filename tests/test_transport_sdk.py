@@ -268,3 +268,13 @@ class TestCustomClients:
             client.post("/chat/completions", json={"model": "kimi-k2.5", "messages": MESSAGES})
         assert sim.api_requests[-1].headers["x-app"] == "demo"
         assert book.spend("acme") == cost(25)
+
+    def test_no_route_bypasses_the_ledger(self, book: Ledger, sim: RunAPISimulator) -> None:
+        """A client's mounts (e.g. proxies) and given transport are metered too."""
+        with book.httpx_client("acme", mounts={"http://": httpx.HTTPTransport()}) as client:
+            client.post(sim.openai_base_url + "/chat/completions",
+                        json={"model": "kimi-k2.5", "messages": MESSAGES})
+        with book.httpx2_client("acme", transport=httpx2.HTTPTransport()) as client2:
+            client2.post(sim.openai_base_url + "/chat/completions",
+                         json={"model": "kimi-k2.5", "messages": MESSAGES})
+        assert book.spend("acme") == cost(50)

@@ -14,6 +14,7 @@ code  meaning
       One line on stderr, never a traceback.
 70    an internal error (a bug): one line; ``LEDGER_DEBUG=1`` shows the traceback
 130   interrupted
+141   the reader of standard output went away (``ledger usage | head``); quiet
 ====  =============================================================================
 """
 
@@ -38,17 +39,31 @@ EXIT_NO = 1
 EXIT_INPUT = 2
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
 class CliError(click.ClickException):
-    """A one-line error for stderr with its exit code."""
+    """Bad input or environment: one line on stderr, exit code 2."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_INPUT) -> None:
+    exit_code = EXIT_INPUT
+
+    def __init__(self, message: str) -> None:
         super().__init__(_one_line(message))
-        self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class RefusedError(CliError):
+    """A budget says no: exit code 1."""
+
+    exit_code = EXIT_NO
+
+
+class InternalError(CliError):
+    """A bug: exit code 70."""
+
+    exit_code = EXIT_INTERNAL
 
 
 def _one_line(text: str) -> str:
@@ -61,25 +76,29 @@ def cli_error(exc: BaseException) -> CliError:
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, BudgetExceeded):
-        return CliError(str(exc), EXIT_NO)
+        return RefusedError(str(exc))
     if isinstance(exc, LedgerUnavailable):
-        return CliError(f"cannot reach the ledger database: {exc}".replace(
-            "ledger database unavailable: ", ""))
+        message = str(exc).replace("ledger database unavailable: ", "")
+        return CliError(message if message.startswith("cannot") else
+                        f"cannot reach the ledger database: {message}")
     if isinstance(exc, LedgerError):
         return CliError(str(exc))
+    if isinstance(exc, sa_exc.NoSuchModuleError):
+        return CliError(f"unsupported database URL: {exc}")
     if isinstance(exc, sa_exc.ArgumentError):
         return CliError(f"invalid database URL: {exc} (e.g. sqlite:///ledger.db or "
                         "postgresql://user@host/db)")
-    if isinstance(exc, sa_exc.NoSuchModuleError):
-        return CliError(f"unsupported database URL: {exc}")
     if isinstance(exc, sa_exc.DBAPIError):
         reason = exc.orig if exc.orig is not None else exc
         return CliError(f"cannot open the ledger database: {_one_line(str(reason))}")
     if isinstance(exc, sa_exc.SQLAlchemyError):
         return CliError(f"database error: {exc}")
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("psycopg"):
-        return CliError("PostgreSQL needs the postgres extra: "
-                        "pip install 'runapi-ledger[postgres]'")
+    if isinstance(exc, ModuleNotFoundError) and not (exc.name or "").startswith("ledger"):
+        if (exc.name or "").startswith("psycopg"):
+            return CliError("PostgreSQL needs the postgres extra: "
+                            "pip install 'runapi-ledger[postgres]'")
+        return CliError(f"the database driver is not installed ({exc}); the ledger runs on "
+                        "SQLite and PostgreSQL")
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return CliError(f"{where}{exc.strerror or exc}")
@@ -87,8 +106,8 @@ def cli_error(exc: BaseException) -> CliError:
         return CliError(str(exc))
     if os.environ.get("LEDGER_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
-    return CliError(f"internal error: {type(exc).__name__}: {exc} "
-                    "(set LEDGER_DEBUG=1 to see the traceback)", EXIT_INTERNAL)
+    return InternalError(f"internal error: {type(exc).__name__}: {exc} "
+                         "(set LEDGER_DEBUG=1 to see the traceback)")
 
 
 class LedgerGroup(click.Group):
@@ -101,7 +120,10 @@ class LedgerGroup(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.Abort() from None
-        except Exception as exc:  # noqa: BLE001 - translated to a message and an exit code
+        except BrokenPipeError:  # the reader went away (`ledger usage | head`): stop quietly
+            _silence_stdout()
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
+        except Exception as exc:
             raise cli_error(exc) from exc
 
     def main(self, args: Any = None, prog_name: str | None = None,
@@ -125,6 +147,14 @@ class LedgerGroup(click.Group):
         _exit(rv if isinstance(rv, int) else 0)
 
 
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. under CliRunner)
+        pass
+
+
 def _exit(code: int) -> NoReturn:
     sys.exit(code)
 
@@ -132,7 +162,7 @@ def _exit(code: int) -> NoReturn:
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(cls=LedgerGroup, context_settings=CONTEXT)
+@click.group("ledger", cls=LedgerGroup, context_settings=CONTEXT)
 @click.option("--db", "db", metavar="URL", envvar="LEDGER_DATABASE_URL",
               help="The ledger database (default: $LEDGER_DATABASE_URL, else "
                    "sqlite:///ledger.db in the current directory).")

@@ -68,10 +68,12 @@ def list_budgets(state: CliState, fmt: str) -> None:
     Example:
       ledger budget list --format json
     """
+    from ..clock import month_of
     from ..reports import budgets
 
-    states = budgets(state.open())
-    month = states[0].month if states else ""
+    book = state.open()
+    month = month_of(book.now())
+    states = budgets(book, month)
     out = stdout_text()
     if fmt == "json":
         render_json.write({"month": month, "budgets": [

@@ -19,7 +19,8 @@ def _load_json(text: str, source: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise click.BadParameter(f"{source} is not valid JSON: {exc}", param_hint="--messages")
+        raise click.BadParameter(f"{source} is not valid JSON: {exc}",
+                                 param_hint="--messages") from None
 
 
 def _body_from(data: Any, source: str) -> dict[str, Any]:

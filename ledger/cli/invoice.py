@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..clock import month_bounds
-from ..invoice import Invoice, projects_to_invoice
+from ..invoice import Invoice, is_issued, projects_to_invoice
 from ..invoice import invoice as make_invoice
 from ..money import money_str
 from ..render import csv as render_csv
@@ -59,17 +59,14 @@ def invoice(state: CliState, project: str | None, all_projects: bool, month: str
     if all_projects == (project is not None):
         raise click.UsageError("give a PROJECT or --all (not both)")
     book = state.open()
-    started = book.now()
-    if all_projects:
-        projects = projects_to_invoice(book, month)
-        invs = [make_invoice(book, p, month, draft=draft)
-                for p in tracked(projects, f"invoices for {month}", total=len(projects),
-                                 enabled=show_progress(output))]
-    else:
-        assert project is not None
-        invs = [make_invoice(book, project, month, draft=draft)]
-    if not draft and started < month_bounds(month)[1] and any(
-            i.issued_at >= started for i in invs):
+    projects = projects_to_invoice(book, month) if all_projects else [project or ""]
+    unfinished = book.now() < month_bounds(month)[1]
+    freezing = not draft and unfinished and any(not is_issued(book, p, month) for p in projects
+                                                if p)
+    invs = [make_invoice(book, p, month, draft=draft)
+            for p in tracked(projects, f"invoices for {month}", total=len(projects),
+                             enabled=all_projects and show_progress(output))]
+    if freezing:
         click.echo(f"note: {month} is not over yet; usage recorded from now on for {month} "
                    "will be billed as an adjustment on the next invoice (--draft previews "
                    "without freezing)", err=True)

@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,9 +63,25 @@ def format_option(*choices: str, default: str = "table") -> Callable[[F], F]:
              "decimal string.")
 
 
+def _writable(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """Check ``--output`` before any work is done (an invoice is not issued for nothing)."""
+    if value is None:
+        return None
+    path = value.expanduser()
+    parent = path.parent
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a directory")
+    if not parent.is_dir():
+        raise click.BadParameter(f"cannot write {value}: No such file or directory "
+                                 f"({parent} does not exist)")
+    if not os.access(parent, os.W_OK):
+        raise click.BadParameter(f"cannot write {value}: Permission denied")
+    return path
+
+
 def output_option(help_text: str = "Write to FILE instead of standard output.") -> Callable[[F], F]:
-    return click.option("--output", "-o", "output", metavar="FILE",
-                        type=click.Path(dir_okay=False, path_type=Path), help=help_text)
+    return click.option("--output", "-o", "output", metavar="FILE", callback=_writable,
+                        type=click.Path(path_type=Path), help=help_text)
 
 
 def _month(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -108,7 +124,7 @@ def text_output(path: Path | None) -> Iterator[IO[str]]:
         yield sys.stdout
         return
     with _atomic(path, "w") as fh:
-        yield fh  # type: ignore[misc]
+        yield fh
 
 
 def write_bytes(path: Path | None, data: bytes) -> None:
@@ -116,9 +132,9 @@ def write_bytes(path: Path | None, data: bytes) -> None:
     if path is None:
         if sys.stdout.isatty():
             raise click.UsageError("a PDF is binary: give --output FILE or redirect stdout")
-        stream = click.get_binary_stream("stdout")
-        stream.write(data)
-        stream.flush()
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
         return
     with _atomic(path, "wb") as fh:
         fh.write(data)
@@ -127,8 +143,10 @@ def write_bytes(path: Path | None, data: bytes) -> None:
 @contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[IO[Any]]:
     path = path.expanduser()
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
         with os.fdopen(fd, mode, **kwargs) as fh:
@@ -137,10 +155,8 @@ def _atomic(path: Path, mode: str) -> Iterator[IO[Any]]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

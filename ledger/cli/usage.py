@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
 import click
 
-from ..reports import USAGE_STATUSES, calibration, count_usage, usage_rows
 from ..render import csv as render_csv
 from ..render import json as render_json
 from ..render import table as render_table
+from ..reports import USAGE_STATUSES, UsageRow, calibration, count_usage, usage_rows
 from .options import (
     CliState,
     format_option,
@@ -80,7 +81,7 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
         total = min(total, limit)
     stream = usage_rows(book, project=project, month=month, model=model, status=status)
     try:
-        rows_iter = stream if limit is None else islice(stream, limit)
+        rows_iter: Iterator[UsageRow] = stream if limit is None else islice(stream, limit)
         rows_iter = tracked(rows_iter, "usage rows", total=total, enabled=progress, every=1000)
         with text_output(output) as out:
             if fmt == "json":

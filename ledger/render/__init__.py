@@ -7,3 +7,14 @@
 * ``html``  — self-contained pages (inline CSS and SVG, no network), everything escaped.
 * ``pdf``   — a real PDF (fpdf2), with a Unicode font when one is available.
 """
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ..money import money_str
+
+
+def dollars(value: Decimal) -> str:
+    """``$1.50``, ``-$3.67``: the exact amount with its sign before the dollar sign."""
+    return ("-$" if value < 0 else "$") + money_str(abs(value))

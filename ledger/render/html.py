@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from decimal import Decimal
 from html import escape
 
-from ..money import money_str
 from ..invoice import Invoice
+from ..money import money_str
 from ..reports import BudgetReport, BudgetRow
+from . import dollars
 
 CSS = """
 :root { color-scheme: light; }
@@ -41,7 +42,7 @@ def e(value: object) -> str:
 
 
 def _money(value: Decimal | None, dash: str = "&ndash;") -> str:
-    return dash if value is None else "$" + e(money_str(value))
+    return dash if value is None else e(dollars(value))
 
 
 def _page(title: str, body: str) -> str:

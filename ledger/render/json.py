@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import IO, Any
 
 from ..money import money_str
 
@@ -46,28 +46,36 @@ def _walk(value: Any) -> None:
         _check(value)
 
 
-def write(data: Any, out: TextIO) -> None:
+def write(data: Any, out: IO[str]) -> None:
     out.write(dumps(data))
     out.write("\n")
 
 
-def stream_array(rows: Iterable[Mapping[str, Any]], out: TextIO) -> int:
-    """Write ``rows`` as one JSON array, element by element; returns how many."""
+_ROW = json.JSONEncoder(ensure_ascii=False, default=_default)
+
+
+def stream_array(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
+    """Write ``rows`` as one JSON array, element by element; returns how many.
+
+    Rows come from ``to_dict()`` methods, which hold money as strings (never floats).
+    """
     count = 0
     out.write("[")
+    encode = _ROW.encode
     for row in rows:
         out.write(",\n" if count else "\n")
-        out.write(dumps(row, indent=None))
+        out.write(encode(row))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
 
 
-def stream_lines(rows: Iterable[Mapping[str, Any]], out: TextIO) -> int:
+def stream_lines(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
     """Write ``rows`` as JSON Lines (one object per line); returns how many."""
     count = 0
+    encode = _ROW.encode
     for row in rows:
-        out.write(dumps(row, indent=None))
+        out.write(encode(row))
         out.write("\n")
         count += 1
     return count

@@ -20,7 +20,7 @@ from fpdf import FPDF
 from fpdf.enums import TableCellFillMode
 
 from ..invoice import Invoice
-from ..money import money_str
+from . import dollars
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -104,13 +104,13 @@ class _Doc(FPDF):
         self.set_text_color(0)
 
 
-def invoice(inv: Invoice, *, font: Path | None | bool = True) -> bytes:
+def invoice(inv: Invoice, *, font: Path | bool | None = True) -> bytes:
     """``inv`` as a PDF document (bytes). ``font``: True finds one, a path uses it, None or
     False uses the built-in Helvetica with Latin-1 text."""
     return invoices([inv], font=font)
 
 
-def invoices(invs: Iterable[Invoice], *, font: Path | None | bool = True) -> bytes:
+def invoices(invs: Iterable[Invoice], *, font: Path | bool | None = True) -> bytes:
     """Several invoices in one PDF, one per page."""
     chosen = find_font() if font is True else (None if font is False else font)
     doc = _Doc(chosen)
@@ -159,19 +159,19 @@ def _page(doc: _Doc, inv: Invoice) -> None:
         for line in inv.lines:
             row = table.row()
             row.cell(doc.text_of(line.description))
-            row.cell("$" + money_str(line.input_per_1k))
-            row.cell("$" + money_str(line.output_per_1k))
+            row.cell(dollars(line.input_per_1k))
+            row.cell(dollars(line.output_per_1k))
             row.cell(f"{line.calls:,}")
             row.cell(f"{line.prompt_tokens:,}")
             row.cell(f"{line.completion_tokens:,}")
-            row.cell("$" + money_str(line.amount))
+            row.cell(dollars(line.amount))
         if not inv.lines:
             row = table.row()
             row.cell("No usage this month.", colspan=6)
             row.cell("$0.00")
     doc.ln(2)
     doc.font(12, bold=True)
-    doc.cell(0, 8, f"Total: ${money_str(inv.total)} {inv.currency}", align="R",
+    doc.cell(0, 8, f"Total: {dollars(inv.total)} {inv.currency}", align="R",
              new_x="LMARGIN", new_y="NEXT")
     doc.ln(4)
     doc.font(8)

@@ -15,7 +15,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..money import money_str, price_from_units
+from ..money import price_from_units
+from . import dollars
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
@@ -41,7 +42,7 @@ def t(value: object) -> Text:
 
 
 def money(value: Decimal | None, *, dash: str = "-") -> Text:
-    return Text(dash if value is None else "$" + money_str(value), justify="right")
+    return Text(dash if value is None else dollars(value), justify="right")
 
 
 def num(value: int | Decimal | None) -> Text:
@@ -64,7 +65,7 @@ def invoice(inv: Invoice) -> RenderableType:
     table.add_column("Tokens in", justify="right", footer=num(inv.prompt_tokens))
     table.add_column("Tokens out", justify="right", footer=num(inv.completion_tokens))
     table.add_column("Amount", justify="right",
-                     footer=Text("$" + money_str(inv.total), style="bold", justify="right"))
+                     footer=Text(dollars(inv.total), style="bold", justify="right"))
     for line in inv.lines:
         table.add_row(t(line.description), money(line.input_per_1k), money(line.output_per_1k),
                       num(line.calls), num(line.prompt_tokens), num(line.completion_tokens),
