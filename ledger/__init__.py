@@ -6,6 +6,8 @@ The public API; see README.md for a tour.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .budget import BudgetState
 from .clock import Clock, ManualClock, SystemClock
 from .core import Estimate, Ledger
@@ -20,7 +22,21 @@ from .errors import (
 from .pricing import Price
 from .store.ops import Hold
 
+if TYPE_CHECKING:
+    from .transport import MeteredTransport
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The transport imports httpx and httpx2: load it on first use, so `import ledger`
+    # (and the CLI) stay quick.
+    if name == "MeteredTransport":
+        from .transport import MeteredTransport
+
+        return MeteredTransport
+    raise AttributeError(f"module 'ledger' has no attribute {name!r}")
+
 
 __all__ = [
     "BudgetExceeded",
@@ -34,6 +50,7 @@ __all__ = [
     "LedgerError",
     "LedgerUnavailable",
     "ManualClock",
+    "MeteredTransport",
     "Price",
     "SystemClock",
     "UnknownModel",

@@ -580,6 +580,7 @@ class _ChunkedWriter:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # many SDK clients connecting at once must not wait on the backlog
     allow_reuse_address = True
     block_on_close = False
 
@@ -631,6 +632,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     server_version = "RunAPISimulator/1.0"
     sys_version = ""
     server: _Server
