@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from .errors import InvalidInput
+
+_MONTH = re.compile(r"\d{4}-\d{2}")
 
 
 class Clock(Protocol):
@@ -66,8 +69,11 @@ def parse_month(month: str) -> str:
     """Validate ``YYYY-MM`` and return it normalised; anything else is ``InvalidInput``."""
     if not isinstance(month, str):
         raise InvalidInput(f"month must be a string YYYY-MM, got {type(month).__name__}")
+    text = month.strip()
     try:
-        parsed = datetime.strptime(month.strip(), "%Y-%m")
+        if not _MONTH.fullmatch(text):
+            raise ValueError(text)
+        parsed = datetime.strptime(text, "%Y-%m")
     except ValueError:
         raise InvalidInput(f"month must look like YYYY-MM (e.g. 2026-11), got {month!r}") from None
     return parsed.strftime("%Y-%m")

@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -345,7 +345,9 @@ def call_sync(client: Any, url: str, shape: Shape, body: Mapping[str, Any], *,
             seen = _start_seen(r, tag)
             oracle = StreamOracle(shape) if stream and seen.status < 400 else None
             parts: list[bytes] = []
-            for n, chunk in enumerate(r.iter_raw(), 1):
+            # (A response made in memory, like the ledger's refusals, has no raw stream left.)
+            raw = iter([r.read()]) if r.is_stream_consumed else r.iter_raw()
+            for n, chunk in enumerate(raw, 1):
                 parts.append(chunk)
                 if oracle is not None:
                     oracle.feed(chunk)
@@ -374,7 +376,8 @@ async def call_async(client: Any, url: str, shape: Shape, body: Mapping[str, Any
             oracle = StreamOracle(shape) if stream and seen.status < 400 else None
             parts: list[bytes] = []
             n = 0
-            async for chunk in r.aiter_raw():
+            raw = _once(await r.aread()) if r.is_stream_consumed else r.aiter_raw()
+            async for chunk in raw:
                 n += 1
                 parts.append(chunk)
                 if oracle is not None:
@@ -388,6 +391,10 @@ async def call_async(client: Any, url: str, shape: Shape, body: Mapping[str, Any
         seen.exception = f"{type(exc).__name__}: {exc}"
     seen.latency = time.perf_counter() - start
     return seen
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 # -- reading the ledger back ----------------------------------------------------------------------

@@ -49,8 +49,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('call_id', name=op.f('uq_events_call_id'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_events_month_project'), ['month', 'project'], unique=False)
-        batch_op.create_index(batch_op.f('ix_events_project_invoice_id'), ['project', 'invoice_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_events_month_project_id'), ['month', 'project', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_project_month_model'), ['project', 'month', 'model'], unique=False)
 
     op.create_table('holds',
@@ -121,8 +120,7 @@ def downgrade() -> None:
     op.drop_table('holds')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_events_project_month_model'))
-        batch_op.drop_index(batch_op.f('ix_events_project_invoice_id'))
-        batch_op.drop_index(batch_op.f('ix_events_month_project'))
+        batch_op.drop_index(batch_op.f('ix_events_month_project_id'))
 
     op.drop_table('events')
     op.drop_table('budgets')
