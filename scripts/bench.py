@@ -13,14 +13,17 @@ Sections (each prints one block; ratios are measured side by side in the same ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
 
 from ledger import Ledger, ManualClock
 
@@ -148,6 +151,139 @@ def bench_scale(args: argparse.Namespace) -> None:
             small, large = statistics.median(rates["small"]), statistics.median(rates["big"])
             print(f"  1K events: {small:,.0f} checks/s; {big:,} events: {large:,.0f} checks/s; "
                   f"ratio {large / small:.2f}")
+
+
+@contextlib.contextmanager
+def simulator_process(**behavior: Any) -> Iterator[str]:
+    """The loopback RunAPI simulator in its own process (so it does not share our GIL)."""
+    code = (
+        "import sys\n"
+        "from ledger.testing import Behavior, RunAPISimulator\n"
+        f"sim = RunAPISimulator(); sim.default = Behavior(**{behavior!r}); sim.start()\n"
+        "print(sim.base_url, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+BODY = {"model": "kimi-k2.5", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "Say hello to the ledger, briefly."}]}
+
+
+@section
+def bench_metering(args: argparse.Namespace) -> None:
+    """A metered call vs a bare httpx call to the same loopback server (interleaved pairs)."""
+    import httpx
+
+    n = 300 if args.quick else 2000
+    with tempfile.TemporaryDirectory() as d, simulator_process() as base_url:
+        with Ledger(f"sqlite:///{d}/m.db") as book:
+            book.set_budget("bench", Decimal("1000000"))
+            bare = httpx.Client(base_url=base_url)
+            metered = book.httpx_client("bench", base_url=base_url)
+            url = "/v1/chat/completions"
+            for client in (bare, metered):  # warm up connections, statements, tokenizer
+                for _ in range(50):
+                    client.post(url, json=BODY).raise_for_status()
+            plain: list[float] = []
+            added: list[float] = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                bare.post(url, json=BODY).raise_for_status()
+                t1 = time.perf_counter()
+                metered.post(url, json=BODY).raise_for_status()
+                t2 = time.perf_counter()
+                plain.append(t1 - t0)
+                added.append((t2 - t1) - (t1 - t0))
+            print(f"  non-stream: bare median {statistics.median(plain) * 1e6:,.0f} µs; "
+                  f"metered adds {statistics.median(added) * 1e6:,.0f} µs per call "
+                  f"(median of {n} interleaved pairs; SQLite ledger)")
+
+            stream_body = {**BODY, "stream": True, "max_tokens": 200}
+            first: dict[str, list[float]] = {"bare": [], "metered": []}
+            for _ in range(n // 4):
+                for name, client in (("bare", bare), ("metered", metered)):
+                    t0 = time.perf_counter()
+                    with client.stream("POST", url, json=stream_body) as response:
+                        for _chunk in response.iter_raw():
+                            first[name].append(time.perf_counter() - t0)
+                            break
+            delta = statistics.median(first["metered"]) - statistics.median(first["bare"])
+            print(f"  stream: first chunk after {statistics.median(first['bare']) * 1e6:,.0f} µs "
+                  f"bare; metering adds {delta * 1e6:,.0f} µs before the first chunk")
+            bare.close()
+            metered.close()
+    stream_memory(args)
+
+
+def stream_memory(args: argparse.Namespace) -> None:
+    """Peak memory while a large stream passes through the metered transport."""
+    size = 20_000_000 if args.quick else 100_000_000
+    code = (
+        "import resource, sys, tempfile\n"
+        "from ledger import Ledger\n"
+        "base, size = sys.argv[1], int(sys.argv[2])\n"
+        "d = tempfile.mkdtemp()\n"
+        "book = Ledger(f'sqlite:///{d}/mem.db')\n"
+        "client = book.httpx_client('mem', base_url=base, timeout=120)\n"
+        "body = {'model': 'kimi-k2.5', 'stream': True, 'messages': [{'role': 'user', 'content': 'go'}]}\n"
+        "got = 0\n"
+        "with client.stream('POST', '/v1/chat/completions', json=body) as r:\n"
+        "    for chunk in r.iter_raw():\n"
+        "        got += len(chunk)\n"
+        "print(got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    peaks = {}
+    for n in (1_000_000, size):
+        with simulator_process(stream_bytes=n) as base_url:
+            out = subprocess.run([sys.executable, "-c", code, base_url, str(n)], check=True,
+                                 capture_output=True, text=True).stdout.split()
+        peaks[n] = (int(out[0]), int(out[1]) / 1024)
+    small, big = peaks[1_000_000], peaks[size]
+    print(f"  memory: peak RSS {small[1]:,.0f} MB streaming {small[0] / 1e6:,.0f} MB, "
+          f"{big[1]:,.0f} MB streaming {big[0] / 1e6:,.0f} MB through the metered transport")
+
+
+@section
+def bench_invoice(args: argparse.Namespace) -> None:
+    """An invoice for one project's month with 1M events; `ledger usage --format csv` memory."""
+    big = 100_000 if args.quick else 1_000_000
+    clock = ManualClock(datetime(2026, 12, 2, tzinfo=timezone.utc))
+    with tempfile.TemporaryDirectory() as d:
+        url = f"sqlite:///{d}/i.db"
+        with Ledger(url, clock=clock) as book:
+            bulk_events(book, "big", big)
+            bulk_events(book, "small", 1_000)
+            t0 = time.perf_counter()
+            draft = book.invoice("big", "2026-11", draft=True)
+            t1 = time.perf_counter()
+            issued = book.invoice("big", "2026-11")
+            t2 = time.perf_counter()
+            assert draft.total == issued.total
+            print(f"  invoice of {big:,} events: draft {t1 - t0:.2f} s, issue (freeze) "
+                  f"{t2 - t1:.2f} s; total ${issued.total}")
+        for project in ("small", "big"):
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c",
+                 "import resource, sys\n"
+                 "from ledger.cli import main\n"
+                 "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n",
+                 "--db", url, "usage", "--project", project, "--format", "csv"],
+                check=True, capture_output=True, text=True)
+            rows = proc.stdout.count("\n") - 1
+            peak = int(proc.stderr.strip().splitlines()[-1]) / 1024
+            print(f"  ledger usage --format csv: {rows:,} rows in {time.perf_counter() - t0:.1f} s, "
+                  f"peak RSS {peak:,.0f} MB")
 
 
 def main() -> None:
