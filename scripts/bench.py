@@ -225,10 +225,10 @@ def bench_metering(args: argparse.Namespace) -> None:
 
 
 def stream_memory(args: argparse.Namespace) -> None:
-    """Peak memory while a large stream passes through the metered transport."""
+    """Peak memory (VmHWM, kB) while a large stream passes through the metered transport."""
     size = 20_000_000 if args.quick else 100_000_000
     code = (
-        "import resource, sys, tempfile\n"
+        "import sys, tempfile\n"
         "from ledger import Ledger\n"
         "base, size = sys.argv[1], int(sys.argv[2])\n"
         "d = tempfile.mkdtemp()\n"
@@ -239,7 +239,8 @@ def stream_memory(args: argparse.Namespace) -> None:
         "with client.stream('POST', '/v1/chat/completions', json=body) as r:\n"
         "    for chunk in r.iter_raw():\n"
         "        got += len(chunk)\n"
-        "print(got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(got, hwm)\n"
     )
     peaks = {}
     for n in (1_000_000, size):
@@ -274,10 +275,11 @@ def bench_invoice(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-c",
-                 "import resource, sys\n"
+                 "import sys\n"
                  "from ledger.cli import main\n"
                  "try:\n    main()\nexcept SystemExit:\n    pass\n"
-                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n",
+                 "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+                 "print(hwm.split()[1], file=sys.stderr)\n",
                  "--db", url, "usage", "--project", project, "--format", "csv"],
                 check=True, capture_output=True, text=True)
             rows = proc.stdout.count("\n") - 1

@@ -1047,7 +1047,7 @@ def _race_process(url: str, base_url: str, project: str, seed: int, threads: int
 
 def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = None,
                processes: int = 4, threads: int = 8, calls: int = 6,
-               limit: Decimal = Decimal("2.00"), default_max_tokens: int = 4096,
+               limit: Decimal | None = None, default_max_tokens: int = 4096,
                spool_dir: Path | None = None) -> Figures:
     """``processes`` × ``threads`` metered calls against one hard budget.
 
@@ -1057,6 +1057,8 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
     reply overshoots: overspend is at most (calls in flight) × (reply − default cap) × price.
     """
     suite = "race, max_tokens set" if with_max_tokens else "race, no max_tokens"
+    if limit is None:  # small enough that the first wave of calls already contends
+        limit = Decimal("0.50") if with_max_tokens else Decimal("2.00")
     figures = Figures(suite, backend_of(url))
     words = reply_tokens if reply_tokens is not None else 2 * default_max_tokens
     project = f"race-{os.getpid()}-{random.randrange(1 << 30):x}"
