@@ -90,6 +90,7 @@ class Ledger:
         encodings: Mapping[str, str] | None = None,
         spool_path: str | os.PathLike[str] | None = None,
         fail_open: bool = False,
+        send_default_cap: bool = True,
         migrate: bool = True,
         replay_spool: bool = True,
     ) -> None:
@@ -100,6 +101,11 @@ class Ledger:
         self.hold_ttl = hold_ttl
         self.default_max_tokens = check_tokens(default_max_tokens, "default_max_tokens")
         self.fail_open = fail_open
+        #: A metered OpenAI-shape call that sets no completion cap is sent with
+        #: ``max_tokens = default_max_tokens``, so what it can cost is what was held: hard
+        #: budgets stay hard. ``send_default_cap=False`` sends it uncapped (the hold still
+        #: assumes the default cap; the actual cost is settled even if it is more).
+        self.send_default_cap = send_default_cap
         self._encodings = dict(encodings or {})
         self._estimator: Estimator | None = None
         self.engine = make_engine(self.url)

@@ -41,7 +41,7 @@ import logging
 import warnings
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -55,12 +55,12 @@ from .shapes import (
     CallRequest,
     Shape,
     Usage,
+    body_to_forward,
     error_message,
     load_object,
     parse_request,
     text_from_body,
     usage_from_body,
-    with_stream_usage,
 )
 from .shapes import anthropic as anthropic_shape
 from .shapes import openai as openai_shape
@@ -81,7 +81,9 @@ __all__ = [
     "finish",
     "guess_shape",
     "prepare",
+    "redact",
     "refusal_for",
+    "secrets_of",
 ]
 
 log = logging.getLogger("ledger.metering")
@@ -119,10 +121,40 @@ class Prepared:
     forward_body: bytes | None = None
     #: The ledger asked for stream usage: drop the usage-only chunk the caller never asked for.
     drop_usage_chunk: bool = False
+    #: The request's credentials (see :func:`secrets_of`): blanked out of any error text a
+    #: server echoes them in, before the outcome is stored or spooled.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+#: Request headers whose values are credentials.
+SECRET_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key")
+REDACTED = "[REDACTED]"
+
+
+def secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The credentials in request headers (whole values, and the token after a scheme such
+    as ``Bearer``), longest first; values shorter than 8 characters are not worth hiding."""
+    found: set[str] = set()
+    for name in SECRET_HEADERS:
+        value = headers.get(name)
+        if value:
+            found.add(value.strip())
+            found.add(value.strip().split(" ", 1)[-1].strip())
+    return tuple(sorted((v for v in found if len(v) >= 8), key=len, reverse=True))
+
+
+def redact(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
+    """The outcome with every secret blanked out of its error text."""
+    error = outcome.error
+    if not error or not secrets:
+        return outcome
+    for secret in secrets:
+        error = error.replace(secret, REDACTED)
+    return outcome if error == outcome.error else replace(outcome, error=error)
 
 
 def prepare(book: Ledger, shape: Shape, project: str, body: bytes, *,
-            call_id: str | None = None) -> Prepared:
+            call_id: str | None = None, secrets: tuple[str, ...] = ()) -> Prepared:
     """Parse and estimate a request body; raises :class:`InvalidInput` if it cannot be metered.
 
     CPU only (JSON and the tokenizer); the started time comes from the ledger's clock.
@@ -135,14 +167,14 @@ def prepare(book: Ledger, shape: Shape, project: str, body: bytes, *,
         raise InvalidInput(f'the {shape} request body has no "model" (a string)')
     check_name(request.model, "model")
     tokens = book.estimator.estimate(request)
-    injected = with_stream_usage(request)
+    cap = book.default_max_tokens if tokens.capped_by_default and book.send_default_cap else None
+    forward_body, injected = body_to_forward(request, cap)
     return Prepared(
         call_id=call_id or new_call_id(), project=project, shape=shape, model=request.model,
         request=request, prompt_tokens=tokens.prompt_tokens,
         max_completion_tokens=tokens.max_completion_tokens,
         capped_by_default=tokens.capped_by_default, started=book.now(),
-        forward_body=injected[0] if injected else None,
-        drop_usage_chunk=bool(injected and injected[1]),
+        forward_body=forward_body, drop_usage_chunk=injected, secrets=secrets,
     )
 
 
@@ -258,6 +290,7 @@ def finish(book: Ledger, prepared: Prepared, outcome: Outcome) -> int | None:
     """
     p = prepared
     fault_point("call:after-response")
+    outcome = redact(outcome, p.secrets)
     try:
         return book.store.settle(p.call_id, outcome, book.now(),
                                  fallback=(p.project, p.model, p.started))

@@ -26,7 +26,10 @@ task still settles what it used).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -46,6 +49,7 @@ from .metering import (
     finish,
     prepare,
     refusal_for,
+    secrets_of,
 )
 from .shapes import Shape, shape_for
 from .store.ops import Outcome
@@ -60,6 +64,8 @@ __all__ = [
     "httpx2_client",
     "httpx_client",
 ]
+
+log = logging.getLogger("ledger.transport")
 
 AnyRequest = httpx.Request | httpx2.Request
 AnyResponse = httpx.Response | httpx2.Response
@@ -118,7 +124,8 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
             response: AnyResponse = inner.handle_request(request)
             return response
         try:
-            prepared = prepare(self.book, shape, project, request.read())
+            prepared = prepare(self.book, shape, project, request.read(),
+                               secrets=secrets_of(request.headers))
             begin(self.book, prepared)
         except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
@@ -164,7 +171,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         book = self.book
 
         def start() -> Prepared:
-            prepared = prepare(book, shape, project, body)
+            prepared = prepare(book, shape, project, body, secrets=secrets_of(request.headers))
             begin(book, prepared)
             return prepared
 
@@ -256,17 +263,33 @@ def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared, *
         response.headers.pop("content-length", None)
     response.headers[CALL_ID_HEADER] = prepared.call_id
     settler = _Settler(book, prepared, meter)
+    stream: Any
     if is_async:
-        response.stream = _AsyncMeteredStream(response.stream, settler)
+        stream = _AsyncMeteredStream(response.stream, settler)
     else:
-        response.stream = _SyncMeteredStream(response.stream, settler)
+        stream = _SyncMeteredStream(response.stream, settler)
+    # A response dropped unread and unclosed never runs the stream's code: settle it when it
+    # is garbage-collected (or at interpreter exit) instead of leaving its hold to expire.
+    weakref.finalize(stream, _abandoned, settler)
+    response.stream = stream
     return response
 
 
-class _Settler:
-    """Settles one call exactly once, whichever of end, error and close comes first."""
+def _renew_interval(book: Ledger) -> float:
+    """Renew a streaming call's hold after a third of its TTL (at most every minute)."""
+    return min(book.hold_ttl.total_seconds() / 3, 60.0)
 
-    __slots__ = ("_done", "_lock", "book", "meter", "prepared")
+
+def _abandoned(settler: _Settler) -> None:
+    if settler.claim():
+        settler.settle(settler.meter.outcome("closed"))
+
+
+class _Settler:
+    """Settles one call exactly once, whichever of end, error and close comes first; while
+    its body streams, renews the call's hold so a long stream never outlives it."""
+
+    __slots__ = ("_done", "_lock", "_renew_at", "book", "meter", "prepared")
 
     def __init__(self, book: Ledger, prepared: Prepared, meter: ResponseMeter) -> None:
         self.book = book
@@ -274,6 +297,25 @@ class _Settler:
         self.meter = meter
         self._done = False
         self._lock = threading.Lock()
+        self._renew_at = time.monotonic() + _renew_interval(book)
+
+    def due(self) -> bool:
+        """Is it time to renew the hold? (a clock read per chunk; renewals are rare)"""
+        if time.monotonic() < self._renew_at:
+            return False
+        self._renew_at = time.monotonic() + _renew_interval(self.book)
+        return True
+
+    def renew(self) -> None:
+        try:
+            self.book.store.renew(self.prepared.call_id, self.book.now() + self.book.hold_ttl)
+        except LedgerError:  # the stream goes on; at worst the hold expires and the
+            log.warning("could not renew hold %s", self.prepared.call_id, exc_info=True)
+
+    async def arenew(self) -> None:
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self.renew)
 
     def claim(self) -> bool:
         """True for the one caller that gets to settle."""
@@ -308,6 +350,8 @@ class _SyncMeteredStream(httpx.SyncByteStream, httpx2.SyncByteStream):
                 out = meter.feed(chunk)
                 if meter.terminal and settler.claim():
                     settler.settle(meter.outcome("eof"))
+                elif settler.due():
+                    settler.renew()
                 if out:
                     yield out
         except GeneratorExit:  # the caller stopped reading and dropped the body unclosed
@@ -346,6 +390,8 @@ class _AsyncMeteredStream(httpx.AsyncByteStream, httpx2.AsyncByteStream):
                 out = meter.feed(chunk)
                 if meter.terminal and settler.claim():
                     await settler.asettle(meter.outcome("eof"))
+                elif settler.due():
+                    await settler.arenew()
                 if out:
                     yield out
         except GeneratorExit:  # finalised unclosed (aclose() from the event loop's hook)

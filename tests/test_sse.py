@@ -381,7 +381,7 @@ SHAPES = st.sampled_from(["openai", "anthropic"])
 def openai_streams(draw: st.DrawFn) -> Stream:
     """Valid OpenAI streams, with mixed line endings and possibly a usage chunk."""
     pieces = draw(st.lists(TEXT, max_size=6))
-    usage = draw(st.none() | st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)).map(
+    usage = draw(st.none() | st.tuples(st.integers(1, 10**6), st.integers(0, 10**6)).map(
         lambda pc: (pc[0], pc[1], pc[0] // 2)))
     eols = draw(st.lists(st.sampled_from(EOLS), min_size=1, max_size=4))
     return openai_stream(pieces, usage, eols)
@@ -391,7 +391,7 @@ def openai_streams(draw: st.DrawFn) -> Stream:
 def anthropic_streams(draw: st.DrawFn) -> Stream:
     """Valid Anthropic streams with mixed line endings."""
     pieces = draw(st.lists(TEXT, max_size=6))
-    counts = draw(st.lists(st.integers(0, 10**6), min_size=3, max_size=3))
+    counts = draw(st.lists(st.integers(0, 10**6), min_size=3, max_size=3).filter(any))
     outputs = draw(st.lists(st.integers(1, 10**6), min_size=1, max_size=3))
     eols = draw(st.lists(st.sampled_from(EOLS), min_size=1, max_size=4))
     return anthropic_stream(pieces, counts[0], counts[1], counts[2], outputs, eols)

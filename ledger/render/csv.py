@@ -48,7 +48,7 @@ def cell(value: Cell) -> str:
 
 def write_rows(out: IO[str], header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> int:
     """Write a header and rows (streamed); returns how many rows."""
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180; also quotes a bare CR in a cell
     writer.writerow(header)
     count = 0
     for row in rows:
@@ -99,7 +99,7 @@ def usage(out: IO[str], rows: Iterable[UsageRow]) -> int:
     by type directly (the csv module writes ints as digits and None as an empty cell)."""
     from ..reports import UsageRow
 
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180; also quotes a bare CR in a cell
     writer.writerow(UsageRow.FIELDS)
     count = 0
     for r in rows:

@@ -124,8 +124,10 @@ def token_field(usage: Mapping[str, Any], key: str) -> int | None:
 
 
 def make_usage(prompt: int, completion: int, cached: int) -> Usage | None:
-    """A :class:`Usage`, or ``None`` when the counts are implausible together."""
-    if prompt > MAX_TOKENS or cached > prompt:
+    """A :class:`Usage`, or ``None`` when the counts are implausible together. No prompt
+    tokens at all is implausible (every call sends a prompt): such a reply is charged by
+    estimate rather than recorded as a success at $0."""
+    if prompt == 0 or prompt > MAX_TOKENS or cached > prompt:
         return None
     return Usage(prompt, completion, cached)
 
@@ -280,6 +282,19 @@ def with_stream_usage(req: CallRequest) -> tuple[bytes, bool] | None:
     if req.shape != "openai" or not req.stream:
         return None
     return openai.with_stream_usage(req.body)
+
+
+def body_to_forward(req: CallRequest, default_cap: int | None) -> tuple[bytes | None, bool]:
+    """The body to send instead of the caller's (``None``: unchanged) and whether stream usage
+    was injected (then the usage-only chunk must be dropped before the caller sees it).
+
+    Only OpenAI-shape bodies change: a stream is asked for its usage, and a call with no
+    completion cap gets ``max_tokens = default_cap`` when one is given. (The Anthropic API
+    requires ``max_tokens`` and streams its usage unasked.)
+    """
+    if req.shape != "openai":
+        return None, False
+    return openai.body_to_forward(req.body, stream=req.stream, default_cap=default_cap)
 
 
 class _ShapeModule(Protocol):

@@ -120,17 +120,33 @@ def read_stream_event(event: str, data: str) -> StreamEvent:
 
 def with_stream_usage(body: Mapping[str, Any]) -> tuple[bytes, bool] | None:
     """The body with ``stream_options.include_usage = true``, unless it already asks for it."""
-    options = body.get("stream_options")
-    if isinstance(options, Mapping) and options.get("include_usage") is True:
-        return None
-    new_options = dict(options) if isinstance(options, Mapping) else {}
-    new_options["include_usage"] = True
+    new_body, injected = body_to_forward(body, stream=True, default_cap=None)
+    return None if new_body is None else (new_body, injected)
+
+
+def body_to_forward(body: Mapping[str, Any], *, stream: bool,
+                    default_cap: int | None) -> tuple[bytes | None, bool]:
+    """What to send instead of the caller's body (``None``: send it as it is), and whether
+    stream usage was injected. A stream that does not ask for its usage gets
+    ``stream_options.include_usage``; a call that sets no completion cap gets
+    ``max_tokens = default_cap`` (when given), so its hold is its true worst case."""
     new_body = dict(body)
-    new_body["stream_options"] = new_options
+    injected = False
+    if stream:
+        options = body.get("stream_options")
+        if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+            new_options = dict(options) if isinstance(options, Mapping) else {}
+            new_options["include_usage"] = True
+            new_body["stream_options"] = new_options
+            injected = True
+    if default_cap is not None and "max_tokens" not in body and "max_completion_tokens" not in body:
+        new_body["max_tokens"] = default_cap
+    if new_body == body:
+        return None, False
     try:
-        return dump_json(new_body), True
+        return dump_json(new_body), injected
     except (TypeError, ValueError, RecursionError):  # a hand-built body that is not JSON
-        return None
+        return None, False
 
 
 def _content_text(content: object) -> str:

@@ -34,11 +34,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
-from .ops import Store, _translate
+from .ops import CHARGED, Store, _translate
 from .schema import events, invoices
 
-#: Statuses that may carry a charge; failed and refused calls never appear on an invoice.
-CHARGED = ("ok", "cancelled")
 DOC_VERSION = 1
 
 

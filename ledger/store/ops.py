@@ -37,7 +37,9 @@ from .schema import budgets, events, from_micros, holds, prices, to_micros, tota
 
 T = TypeVar("T")
 
-STATUSES = ("ok", "failed", "refused", "cancelled")
+STATUSES = ("ok", "failed", "refused", "cancelled", "expired")
+#: Statuses that carry a charge (a cancelled call is charged for what it streamed).
+CHARGED = ("ok", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -273,20 +275,23 @@ class Store:
         self, call_id: str, project: str, model: str, prompt_tokens: int,
         max_completion_tokens: int, now: datetime, ttl: timedelta,
     ) -> Hold:
-        """The fast path, one batch: reserve the worst case priced in SQL and insert the hold.
-        Anything unusual (first call of the month, unknown model, refused, a repeated call id)
-        rolls back and takes the step-by-step path, which says exactly what happened."""
+        """The usual path: insert the hold priced in SQL, then reserve the amount it returned
+        (computed once, so the hold and the running total always agree). Anything unusual
+        (first call of the month, unknown model, refused, a repeated call id) rolls back and
+        takes the step-by-step path, which says exactly what happened."""
         month = month_of(now)
-        values = {"id": call_id, "project": project, "month": month, "model": model,
-                  "prompt": prompt_tokens, "max_completion": max_completion_tokens,
-                  "at": to_micros(now), "created_at": to_micros(now),
-                  "expires_at": to_micros(now + ttl), "no_limit": NO_LIMIT}
         try:
             with raw_transaction(self.engine, transient=True) as tx:
-                reserved, created = tx.batch((self.hot.reserve_priced, values),
-                                             (self.hot.insert_hold_priced, values))
-                row = created.fetchone()
-                if reserved.rowcount != 1 or row is None:
+                row = self.hot.insert_hold_priced.run(
+                    tx, id=call_id, project=project, month=month, model=model,
+                    prompt=prompt_tokens, max_completion=max_completion_tokens,
+                    at=to_micros(now), created_at=to_micros(now),
+                    expires_at=to_micros(now + ttl)).fetchone()
+                if row is None:
+                    raise _Unusual()
+                reserved = self.hot.reserve.run(tx, project=project, month=month,
+                                                amount=row[0], no_limit=NO_LIMIT)
+                if reserved.rowcount != 1:
                     raise _Unusual()
                 fault_point("hold:before-commit")
         except _Unusual:
@@ -333,6 +338,16 @@ class Store:
         return None if row is None else _hold_from_tuple(tuple(row))
 
     @_translate
+    def renew(self, call_id: str, expires_at: datetime) -> bool:
+        """Push a pending hold's expiry out (a long stream is still running); False if the
+        hold is no longer pending."""
+        with self.write() as conn:
+            done = conn.execute(
+                update(holds).where(holds.c.id == call_id, holds.c.state == "pending")
+                .values(expires_at=to_micros(expires_at)))
+            return bool(done.rowcount == 1)
+
+    @_translate
     def get_hold(self, call_id: str) -> Hold | None:
         with self.read() as conn:
             return self._hold_row(conn, call_id)
@@ -354,7 +369,7 @@ class Store:
 
     def _settle(self, call_id: str, outcome: Outcome, now: datetime,
                 fallback: tuple[str, str, datetime] | None) -> int:
-        charged = outcome.status in ("ok", "cancelled")
+        charged = outcome.status in CHARGED
         hot = self.hot
         with raw_transaction(self.engine) as cur:
             row = hot.post_hold.run(cur, id=call_id,
@@ -406,7 +421,7 @@ class Store:
                 raise UnknownModel(model)
             month = month_of(at)
             cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
-                                    outcome.cached_tokens) if outcome.status == "ok" else 0
+                                    outcome.cached_tokens) if outcome.status in CHARGED else 0
             stmt = hot.insert_event if request_id is not None else hot.insert_event_plain
             stmt.run(cur, **self._event(request_id, project, month, at, model, outcome, None,
                                         price, cost, now))
@@ -460,7 +475,10 @@ class Store:
     # -- expiry -----------------------------------------------------------------------------
     @_translate
     def expire(self, now: datetime, project: str | None = None, month: str | None = None) -> int:
-        """Expire pending holds past their TTL (their process died); returns how many."""
+        """Expire pending holds past their TTL (their process died, or their response was
+        abandoned); returns how many. Each expiry is written down as an ``expired`` event
+        (cost zero, no call id, so the call's own late settle still records its usage): a
+        call never vanishes from the record without a trace."""
         cond = [holds.c.state == "pending", holds.c.expires_at <= to_micros(now)]
         if project is not None:
             cond.append(holds.c.project == project)
@@ -468,12 +486,18 @@ class Store:
             cond.append(holds.c.month == month)
         with self.write() as conn:
             rows = conn.execute(
-                update(holds).where(*cond).values(state="expired")
-                .returning(holds.c.project, holds.c.month, holds.c.amount)
+                update(holds).where(*cond).values(state="expired").returning(*HOLD_COLUMNS)
             ).all()
             freed: dict[tuple[str, str], int] = {}
-            for p, m, amount in rows:
-                freed[(p, m)] = freed.get((p, m), 0) + amount
+            for row in rows:
+                hold = _hold_from_tuple(tuple(row))
+                freed[(hold.project, hold.month)] = (
+                    freed.get((hold.project, hold.month), 0) + hold.amount_units)
+                conn.execute(events.insert().values(self._event(
+                    None, hold.project, hold.month, hold.created_at, hold.model,
+                    Outcome("expired", error=f"hold {hold.call_id} expired unresolved after "
+                            f"its TTL (process died or response abandoned)"),
+                    hold.est_prompt_tokens, hold.price, 0, now)))
             for (p, m), amount in freed.items():
                 self._add_totals(conn, p, m, settled=0, held=-amount)
             return len(rows)
@@ -521,4 +545,4 @@ def _hold_from_tuple(row: Any) -> Hold:
                 from_micros(expires), state)
 
 
-__all__ = ["STATUSES", "Hold", "Outcome", "Store"]
+__all__ = ["CHARGED", "STATUSES", "Hold", "Outcome", "Store"]

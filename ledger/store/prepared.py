@@ -76,16 +76,8 @@ class HotStatements:
                    totals.c.settled + totals.c.held + p("amount")
                    <= func.coalesce(limit, p("no_limit")))
             .values(held=totals.c.held + p("amount")), engine)
-        # The one-round-trip hold: reserve the worst case priced in SQL, and insert the hold.
+        # The usual hold: insert it priced in SQL (returning the amount), then reserve that.
         price_in_force = (prices.c.model == p("model"), prices.c.effective_from <= p("at"))
-        amount = (select(p("prompt") * prices.c.input_price + p("max_completion") * prices.c.output_price)
-                  .where(*price_in_force).order_by(prices.c.effective_from.desc()).limit(1)
-                  .scalar_subquery())
-        self.reserve_priced = Prepared(
-            update(totals)
-            .where(totals.c.project == p("project"), totals.c.month == p("month"),
-                   totals.c.settled + totals.c.held + amount <= func.coalesce(limit, p("no_limit")))
-            .values(held=totals.c.held + amount), engine)
         priced = (
             select(p("id"), p("project"), p("month"), p("model"),
                    p("prompt") * prices.c.input_price + p("max_completion") * prices.c.output_price,

@@ -19,7 +19,7 @@ from .ops import Store, _translate
 from .schema import events
 
 DAY_MICROS = 86_400_000_000
-USAGE_STATUSES = ("ok", "failed", "refused", "cancelled", "estimated")
+USAGE_STATUSES = ("ok", "failed", "refused", "cancelled", "expired", "estimated")
 
 
 @dataclass(frozen=True)
