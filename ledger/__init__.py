@@ -14,7 +14,6 @@ from .core import Estimate, Ledger
 from .errors import (
     BudgetExceeded,
     InvalidInput,
-    InvoiceFrozen,
     LedgerError,
     LedgerUnavailable,
     UnknownModel,
@@ -45,7 +44,6 @@ __all__ = [
     "Estimate",
     "Hold",
     "InvalidInput",
-    "InvoiceFrozen",
     "Ledger",
     "LedgerError",
     "LedgerUnavailable",

@@ -5,7 +5,9 @@ modules (``pricing``, ``budget``, ``estimate``)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .metering import MeteredCall
     from .reports import BudgetReport, UsageRow
 
+log = logging.getLogger("ledger")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 MAX_NAME = 200
 
@@ -119,6 +122,7 @@ class Ledger:
         from .spool import Spool
 
         self.spool = Spool(spool_path or Spool.default_path(self.url))
+        self._replaying = threading.Lock()
         if replay_spool and self.spool.exists():
             with contextlib.suppress(LedgerUnavailable):  # next open, or `ledger replay`
                 self.replay()
@@ -219,9 +223,9 @@ class Ledger:
 
     def estimate(self, body: Mapping[str, Any] | bytes | str, shape: str = "openai") -> Estimate:
         """Tokens and worst-case cost of a request body (OpenAI or Anthropic shape)."""
-        from .shapes import parse_request
+        from .shapes import body_bytes, parse_request
 
-        request = parse_request(_shape(shape), _body_bytes(body))
+        request = parse_request(shape, body_bytes(body))  # type: ignore[arg-type]
         if request.model is None:
             raise InvalidInput("the request body has no \"model\"")
         tokens = self.estimator.estimate(request)
@@ -344,24 +348,19 @@ class Ledger:
         """Apply the spooled usage (written while the database was failing), exactly once."""
         return self.spool.replay(self.store, self.now())
 
+    def replay_if_spooled(self) -> None:
+        """After a settle succeeded: if usage waits in the spool, replay it now (one thread at
+        a time; a stat() per call otherwise), so a long-running worker counts it against its
+        budgets without waiting for a restart."""
+        if not self.spool.exists() or not self._replaying.acquire(blocking=False):
+            return
+        try:
+            self.replay()
+        except Exception:
+            log.warning("spool replay failed; it will be retried", exc_info=True)
+        finally:
+            self._replaying.release()
+
 
 def new_call_id() -> str:
     return uuid.uuid4().hex
-
-
-def _shape(shape: str) -> Any:
-    if shape not in ("openai", "anthropic"):
-        raise InvalidInput(f"shape must be 'openai' or 'anthropic', got {shape!r}")
-    return shape
-
-
-def _body_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
-    import json
-
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    if isinstance(body, Mapping):
-        return json.dumps(body).encode()
-    raise TypeError(f"request body must be a mapping, bytes or str, not {type(body).__name__}")

@@ -6,8 +6,7 @@ Hierarchy::
     ├── BudgetExceeded               a reservation does not fit a hard budget
     ├── UnknownModel                 a model has no price (never a silent $0)
     ├── InvalidInput (ValueError)    bad input: negative tokens, naive datetime, bad month...
-    ├── LedgerUnavailable            the database cannot be reached (hard budgets fail closed)
-    └── InvoiceFrozen                an issued invoice cannot change
+    └── LedgerUnavailable            the database cannot be reached (hard budgets fail closed)
 
 A float given where money is expected raises the builtin ``TypeError`` (see ``ledger.money``).
 """
@@ -65,7 +64,3 @@ class InvalidInput(LedgerError, ValueError):
 
 class LedgerUnavailable(LedgerError):
     """The ledger's database cannot be reached or written."""
-
-
-class InvoiceFrozen(LedgerError):
-    """An issued invoice is frozen and cannot be changed."""

@@ -55,6 +55,7 @@ from .shapes import (
     CallRequest,
     Shape,
     Usage,
+    body_bytes,
     body_to_forward,
     error_message,
     load_object,
@@ -292,17 +293,19 @@ def finish(book: Ledger, prepared: Prepared, outcome: Outcome) -> int | None:
     fault_point("call:after-response")
     outcome = redact(outcome, p.secrets)
     try:
-        return book.store.settle(p.call_id, outcome, book.now(),
+        cost = book.store.settle(p.call_id, outcome, book.now(),
                                  fallback=(p.project, p.model, p.started))
     except Exception as exc:  # whatever the database did, keep the usage
         if not isinstance(exc, LedgerUnavailable):
             log.error("settling call %s failed; spooling it", p.call_id, exc_info=True)
-    try:
-        book.spool.append(p.call_id, p.project, p.model, p.started, outcome)
-    except Exception:  # the last resort: say so loudly, never break the caller
-        log.critical("call %s could not be settled nor spooled: %r", p.call_id, outcome,
-                     exc_info=True)
-    return None
+        try:
+            book.spool.append(p.call_id, p.project, p.model, p.started, outcome)
+        except Exception:  # the last resort: say so loudly, never break the caller
+            log.critical("call %s could not be settled nor spooled: %r", p.call_id, outcome,
+                         exc_info=True)
+        return None
+    book.replay_if_spooled()  # the database answers again: count what waited in the spool
+    return cost
 
 
 # -- outcomes (pure) --------------------------------------------------------------------------
@@ -573,7 +576,7 @@ class MeteredCall:
         self.book = book
         self.project = project
         self.call_id = new_call_id()
-        self._body = _as_bytes(request_body)
+        self._body = body_bytes(request_body)
         if shape is None:
             obj = request_body if isinstance(request_body, Mapping) else load_object(self._body)
             shape = guess_shape(obj or {})
@@ -701,13 +704,3 @@ class MeteredCall:
 
     def __repr__(self) -> str:
         return f"<MeteredCall {self.call_id} project={self.project!r} shape={self.shape}>"
-
-
-def _as_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
-    if isinstance(body, (bytes, bytearray)):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, Mapping):
-        return json.dumps(body, separators=(",", ":")).encode("utf-8")
-    raise TypeError(f"request body must be a mapping, bytes or str, not {type(body).__name__}")

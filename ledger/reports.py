@@ -22,6 +22,7 @@ shown rounded half-even to the cent; spent, reserved and remaining are exact.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budget import BudgetState
 from .clock import month_bounds, month_of, parse_month
-from .errors import InvalidInput
+from .errors import InvalidInput, LedgerUnavailable
 from .money import from_units, money_str, price_from_units, round_half_even_to_cent
 from .store import reports as sql
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
@@ -152,7 +153,8 @@ def budget_report(book: Ledger, month: str) -> BudgetReport:
     """
     month = parse_month(month)
     now = book.now()
-    book.store.expire(now)
+    with contextlib.suppress(LedgerUnavailable):  # a read-only ledger still reports
+        book.store.expire(now)
     start, end = month_bounds(month)
     days_in_month = (end - start).days
     if now >= end:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,11 +24,12 @@ from typing import IO, Any
 
 from sqlalchemy.engine import make_url
 
-from .errors import LedgerError
+from .errors import LedgerUnavailable
 from .store.ops import Outcome, Store
 from .store.schema import from_micros, to_micros
 
 VERSION = 1
+log = logging.getLogger("ledger.spool")
 
 
 class Spool:
@@ -106,10 +108,12 @@ class Spool:
                         fallback=(entry["project"], entry["model"],
                                   from_micros(entry["started_at"])),
                     )
-                except LedgerError as exc:
-                    if type(exc).__name__ == "LedgerUnavailable":
-                        raise
+                except LedgerUnavailable:
+                    raise  # keep the whole file; what was applied is idempotent
+                except Exception:  # an entry the ledger refuses: set it aside, go on
+                    log.error("spool entry rejected: %s", line.strip(), exc_info=True)
                     rejected.append(line)
+                    continue
                 applied += 1
             if rejected:
                 with open(str(self.path) + ".rejected", "a", encoding="utf-8") as bad:

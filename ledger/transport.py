@@ -255,6 +255,13 @@ def _forward_request(request: AnyRequest, prepared: Prepared) -> AnyRequest:
 def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared, *,
                       is_async: bool) -> AnyResponse:
     """Wrap the response stream so the call settles when the body ends or is closed."""
+    if response.is_stream_consumed:
+        # Built in memory and already read (a mock, a cache, a test double): the client would
+        # never pull its body through our stream. Serve the same bytes as a fresh stream.
+        lib: Any = httpx2 if isinstance(response, httpx2.Response) else httpx
+        response = lib.Response(response.status_code, headers=response.headers,
+                                stream=lib.ByteStream(response.content),
+                                extensions=response.extensions)
     meter = ResponseMeter(
         prepared, response.status_code, response.headers.get("content-type"),
         response.headers.get("content-encoding"),

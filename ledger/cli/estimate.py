@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..errors import LedgerUnavailable
 from ..money import money_str, to_units
 from ..render import json as render_json
 from ..render import table as render_table
@@ -98,6 +100,8 @@ def estimate(state: CliState, model: str | None, prompt: str | None, messages: s
     est = book.estimate(body, shape=shape)
     budget_state = fits = None
     if project is not None:
+        with contextlib.suppress(LedgerUnavailable):  # a read-only ledger still answers
+            book.expire_holds()  # holds of dead processes no longer count against it
         budget_state = book.budget(project)
         remaining = budget_state.remaining
         fits = remaining is None or est.cost <= remaining

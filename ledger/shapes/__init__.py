@@ -201,6 +201,17 @@ def shape_for(method: str, path: str) -> Shape | None:
     return None
 
 
+def body_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
+    """A request body given as a mapping (serialised as JSON), a str or bytes, as bytes."""
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, Mapping):
+        return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    raise TypeError(f"request body must be a mapping, bytes or str, not {type(body).__name__}")
+
+
 def parse_request(shape: Shape, body: bytes) -> CallRequest:
     """Parse a request body of the given shape.
 
