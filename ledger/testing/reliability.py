@@ -1294,7 +1294,9 @@ def _hostile_json(rnd: random.Random, shape: Shape, huge: bool) -> HostileCase:
                        "garbage", "empty", "nested", "long-number", "gzip", "bad-gzip",
                        "wrong-type", "huge-line", "error-status", "cached-gt-prompt",
                        "zero-usage"))
-    if kind == "huge-line" and not huge:
+    if huge:
+        kind = "huge-line"
+    elif kind == "huge-line":
         kind = "valid"
     text_ = _text(rnd, rnd.randint(0, 200))
     ctype: str | None = rnd.choice(("application/json", "application/json; charset=utf-8",
@@ -1370,7 +1372,9 @@ def _hostile_stream(rnd: random.Random, shape: Shape, huge: bool) -> HostileCase
                        "error-event", "garbled-event", "non-utf8", "crlf", "cr", "comments",
                        "bom", "after-end", "random", "huge-line", "error-status", "cancel",
                        "json-content-type", "double-usage"))
-    if kind == "huge-line" and not huge:
+    if huge:
+        kind = "huge-line"
+    elif kind == "huge-line":
         kind = "valid"
     pieces = [_text(rnd, rnd.randint(0, 12)) for _ in range(rnd.randint(0, 12))]
     usage_obj: dict[str, Any] | None = _usage_obj(shape, p, c)
