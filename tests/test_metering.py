@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
+from helpers import MESSAGES, Events, cost, only_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,20 +27,7 @@ from ledger.metering import (
 )
 from ledger.money import from_units
 
-PRICE = Decimal("0.020")
-MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
 BODY: dict[str, Any] = {"model": "kimi-k2.5", "messages": MESSAGES, "max_tokens": 50}
-Events = Callable[[Ledger], list[dict[str, Any]]]
-
-
-def cost(tokens: int) -> Decimal:
-    return PRICE * tokens / 1000
-
-
-def only_event(book: Ledger, ledger_events: Events) -> dict[str, Any]:
-    events = ledger_events(book)
-    assert len(events) == 1, events
-    return events[0]
 
 
 def prepared(book: Ledger, shape: str = "openai", **extra: Any) -> Prepared:

@@ -3,7 +3,6 @@ ledger whose database fails: the real SDKs against the loopback simulator."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,25 +12,12 @@ import httpx
 import httpx2
 import openai
 import pytest
+from helpers import MESSAGES, Events, cost, only_event
 
 from ledger import Ledger, LedgerUnavailable, ManualClock
 from ledger.money import from_units
 from ledger.testing.simulator import Behavior, RunAPISimulator
 from ledger.transport import MeteredTransport
-
-PRICE = Decimal("0.020")
-MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]  # 5 prompt tokens, 20 back
-Events = Callable[[Ledger], list[dict[str, Any]]]
-
-
-def cost(tokens: int) -> Decimal:
-    return PRICE * tokens / 1000
-
-
-def only_event(book: Ledger, ledger_events: Events) -> dict[str, Any]:
-    events = ledger_events(book)
-    assert len(events) == 1, events
-    return events[0]
 
 
 def assert_failed(book: Ledger, event: dict[str, Any], http_status: int | None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,25 +14,12 @@ import httpx
 import httpx2
 import openai
 import pytest
+from helpers import MESSAGES, Events, cost, only_event
 
 from ledger import Ledger
 from ledger.money import from_units
 from ledger.testing.simulator import Behavior, RunAPISimulator
 from ledger.transport import MeteredTransport
-
-PRICE = Decimal("0.020")  # kimi-k2.5, per 1K tokens, input and output
-MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]  # 5 prompt tokens, 20 back
-Events = Callable[[Ledger], list[dict[str, Any]]]
-
-
-def cost(tokens: int) -> Decimal:
-    return PRICE * tokens / 1000
-
-
-def only_event(book: Ledger, ledger_events: Events) -> dict[str, Any]:
-    events = ledger_events(book)
-    assert len(events) == 1, events
-    return events[0]
 
 
 def assert_billed(book: Ledger, event: dict[str, Any], prompt: int, completion: int) -> None:
