@@ -161,17 +161,11 @@ class Store:
         with self.write() as conn:
             conn.execute(stmt)
 
-    @staticmethod
-    def _price_row(conn: Connection, model: str, at: datetime) -> Price | None:
-        row = conn.execute(
-            select(prices.c.effective_from, prices.c.input_price, prices.c.output_price,
-                   prices.c.cached_price)
-            .where(prices.c.model == model, prices.c.effective_from <= to_micros(at))
-            .order_by(prices.c.effective_from.desc()).limit(1)
-        ).first()
-        if row is None:
-            return None
-        return Price(model, from_micros(row[0]), row[1], row[2], row[3])
+    def _price_row(self, conn: Connection, model: str, at: datetime) -> Price | None:
+        """The price in force (the hot path's statement, on a SQLAlchemy connection)."""
+        stmt = self.hot.price
+        row = conn.exec_driver_sql(stmt.sql, stmt.args({"model": model, "at": to_micros(at)}))
+        return _price_of(model, row.fetchone())
 
     @_translate
     def price_at(self, model: str, at: datetime) -> Price | None:
@@ -329,8 +323,7 @@ class Store:
                         now, now + ttl)
 
     def _raw_price(self, cur: Any, model: str, at: datetime) -> Price | None:
-        row = self.hot.price.run(cur, model=model, at=to_micros(at)).fetchone()
-        return None if row is None else Price(model, from_micros(row[0]), row[1], row[2], row[3])
+        return _price_of(model, self.hot.price.run(cur, model=model, at=to_micros(at)).fetchone())
 
     @staticmethod
     def _hold_row(conn: Connection, call_id: str) -> Hold | None:
@@ -534,6 +527,11 @@ class Store:
         if negative:
             problems.append(f"{negative} events with negative amounts")
         return problems
+
+
+def _price_of(model: str, row: Any) -> Price | None:
+    """A Price from a row of ``HotStatements.price``."""
+    return None if row is None else Price(model, from_micros(row[0]), row[1], row[2], row[3])
 
 
 def _hold_from_tuple(row: Any) -> Hold:
