@@ -85,6 +85,7 @@ class StreamMeter:
         self._fields: dict[str, int] = {}
         self._usage: Usage | None = None
         self._parts: list[str] = []
+        self._loose = 0  # parts appended since the last compaction
         self._text_chars = 0
         self._extra_text = 0
         self._text: str | None = ""
@@ -110,6 +111,7 @@ class StreamMeter:
             if self._text is None:
                 self._text = "".join(self._parts)
                 self._parts = [self._text] if self._text else []
+                self._loose = 0
             return self._text
 
     @property
@@ -323,3 +325,7 @@ class StreamMeter:
         self._parts.append(text)
         self._text_chars += len(text)
         self._text = None
+        self._loose += 1
+        if self._loose >= 512:  # many tiny deltas: keep one string per 512, not 512 objects
+            self._parts[-512:] = ["".join(self._parts[-512:])]
+            self._loose = 0
