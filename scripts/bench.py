@@ -145,8 +145,8 @@ def bench_scale(args: argparse.Namespace) -> None:
             bulk_events(book, "big", big)
             print(f"  (loaded {big:,} events in {time.perf_counter() - t0:.1f} s)")
             rates: dict[str, list[float]] = {"small": [], "big": []}
-            for _ in range(5):  # interleaved rounds
-                for project in ("small", "big"):
+            for i in range(10):  # interleaved rounds, alternating which goes first
+                for project in (("small", "big") if i % 2 else ("big", "small")):
                     rates[project].append(cycles_per_second(book, 300, project))
             small, large = statistics.median(rates["small"]), statistics.median(rates["big"])
             print(f"  1K events: {small:,.0f} checks/s; {big:,} events: {large:,.0f} checks/s; "

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 
 from ledger import Ledger, ManualClock
+from ledger.metering import CALL_ID_HEADER
 from ledger.testing.reliability import (
-    CALL_ID_HEADER,
     HostileCase,
     event_rows,
     hostile_cases,
@@ -78,7 +79,7 @@ class TestGenerator:
 
 
 class TestRegressions:
-    def reply(self, book: Ledger, case: HostileCase) -> dict[str, object]:
+    def reply(self, book: Ledger, case: HostileCase) -> dict[str, Any]:
         def handler(request: httpx.Request) -> httpx.Response:
             return httpx.Response(case.status, content=case.body,
                                   headers={"content-type": "application/json"})

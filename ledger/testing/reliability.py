@@ -69,9 +69,11 @@ __all__ = [
     "StreamOracle",
     "crash_suite",
     "database_text",
+    "figures_table",
     "hostile_cases",
     "hostile_suite",
     "outage_suite",
+    "pg_schema",
     "race_suite",
     "security_suite",
     "soak",
@@ -896,13 +898,14 @@ def outage_suite(book: Ledger, clock: ManualClock, interrupt: Callable[[], Abstr
     book.set_budget(project, Decimal("1000"))
     load = _Load()
     gate = GateTransport(httpx.HTTPTransport())
+    spooled, replayed = _count_calls(book.spool, "append"), _count_calls(book.spool, "replay")
     start = time.perf_counter()
     with RunAPISimulator() as sim:
         client = httpx.Client(transport=MeteredTransport(book, project, wrapped=gate),
                               timeout=60)
         url = sim.base_url + PATHS["openai"]
 
-        def one(seq: int, extra: Mapping[str, str]) -> None:
+        def one(seq: int, extra: Mapping[str, str]) -> Seen:
             with load.lock:
                 phase = load.phase
             body = request_body("openai", stream=seq % 2 == 0, max_tokens=50 + seq % 100)
@@ -923,13 +926,22 @@ def outage_suite(book: Ledger, clock: ManualClock, interrupt: Callable[[], Abstr
                     load.enough_refused.set()
                 if load.ok_after >= after:
                     load.enough_after.set()
+            return seen
+
+        def next_seq() -> int:
+            with load.lock:
+                load.seq += 1
+                return load.seq
 
         def worker() -> None:
             while not load.stop.is_set():
-                with load.lock:
-                    load.seq += 1
-                    seq = load.seq
-                one(seq, {})
+                one(next_seq(), {})
+
+        def gated_call() -> None:
+            # Refused (a busy database can refuse a hold too)? Try again: it must be sent.
+            for _ in range(100):
+                if one(-next_seq(), {"x-reliability-gate": "1"}).sent:
+                    return
 
         pool = [threading.Thread(target=worker, name=f"load-{i}") for i in range(threads)]
         gated_threads: list[threading.Thread] = []
@@ -938,10 +950,8 @@ def outage_suite(book: Ledger, clock: ManualClock, interrupt: Callable[[], Abstr
                 t.start()
             if not load.enough_before.wait(timeout):
                 figures.problem("the load never got going")
-            for i in range(gated):
-                seq = -1 - i
-                gated_threads.append(threading.Thread(
-                    target=one, args=(seq, {"x-reliability-gate": "1"})))
+            for _ in range(gated):
+                gated_threads.append(threading.Thread(target=gated_call))
                 gated_threads[-1].start()
             if not gate.wait_arrivals(gated, timeout):
                 figures.problem("gated calls never reached the server")
@@ -970,8 +980,10 @@ def outage_suite(book: Ledger, clock: ManualClock, interrupt: Callable[[], Abstr
             client.close()
         received = {r.headers.get("x-reliability-seq") for r in sim.api_requests}
     figures.seconds = time.perf_counter() - start
-    figures.extra["spooled"] = len(book.spool.entries())
-    figures.extra["replayed"] = book.replay()
+    figures.extra["left_in_spool"] = len(book.spool.entries())
+    figures.extra["spooled"] = len(spooled)
+    figures.extra["replays"] = len(replayed)  # the ledger replays once a settle succeeds again
+    book.replay()  # whatever is left (nothing, normally)
     if book.spool.exists():
         figures.problem("the spool was not emptied by the replay")
     _check_load(book, figures, load.results, received)
@@ -984,15 +996,22 @@ def outage_suite(book: Ledger, clock: ManualClock, interrupt: Callable[[], Abstr
                         "while the database was only slow")
     audit(book, figures, clock)
     state = book.budget(project)
-    if state.limit is not None and state.settled_units > to_limit_units(state.limit):
+    if state.limit is not None and state.spent > state.limit:
         figures.overspend = state.spent - state.limit
     return figures
 
 
-def to_limit_units(limit: Decimal) -> int:
-    from ..money import to_units
+def _count_calls(obj: Any, method: str) -> list[None]:
+    """Count the calls of ``obj.method`` from now on (one list item per call)."""
+    calls: list[None] = []
+    real = getattr(obj, method)
 
-    return to_units(limit)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(None)
+        return real(*args, **kwargs)
+
+    setattr(obj, method, counted)
+    return calls
 
 
 def _check_load(book: Ledger, figures: Figures, results: list[tuple[int, str, Seen]],
@@ -1027,13 +1046,13 @@ def _check_load(book: Ledger, figures: Figures, results: list[tuple[int, str, Se
 
 
 def _race_process(url: str, base_url: str, project: str, seed: int, threads: int, calls: int,
-                  with_max_tokens: bool, default_max_tokens: int, spool: str,
-                  out: Any) -> None:
+                  with_max_tokens: bool, default_max_tokens: int, send_default_cap: bool,
+                  spool: str, out: Any) -> None:
     """One of the racing processes: ``threads`` threads making metered calls, sync httpx,
     half of them streamed."""
     try:
         book = Ledger(url, replay_spool=False, default_max_tokens=default_max_tokens,
-                      spool_path=spool)
+                      send_default_cap=send_default_cap, spool_path=spool)
         client = book.httpx_client(project, timeout=120)
         seen_all: list[dict[str, Any]] = []
         lock = threading.Lock()
@@ -1065,15 +1084,18 @@ def _race_process(url: str, base_url: str, project: str, seed: int, threads: int
 def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = None,
                processes: int = 4, threads: int = 8, calls: int = 6,
                limit: Decimal | None = None, default_max_tokens: int = 4096,
-               spool_dir: Path | None = None) -> Figures:
+               send_default_cap: bool = True, spool_dir: Path | None = None) -> Figures:
     """``processes`` × ``threads`` metered calls against one hard budget.
 
     The server answers ``reply_tokens`` words (default: twice the default cap), cut at the
-    request's ``max_tokens`` when it sets one. With ``max_tokens`` the hold covers every reply
-    and overspend must be zero; without it the ledger holds ``default_max_tokens`` and a longer
-    reply overshoots: overspend is at most (calls in flight) × (reply − default cap) × price.
+    ``max_tokens`` of the request it receives. With ``max_tokens`` the hold covers every reply
+    and overspend must be zero. Without it the ledger holds ``default_max_tokens`` and, by
+    default, sends that cap with the call: again zero. With ``send_default_cap=False`` the call
+    goes uncapped and a longer reply overshoots its hold: overspend is at most
+    (calls in flight) × (reply − default cap) × price, the reported bound.
     """
-    suite = "race, max_tokens set" if with_max_tokens else "race, no max_tokens"
+    suite = "race, max_tokens set" if with_max_tokens else (
+        "race, no max_tokens" + ("" if send_default_cap else ", default cap not sent"))
     if limit is None:  # small enough that the first wave of calls already contends
         limit = Decimal("0.50") if with_max_tokens else Decimal("2.00")
     figures = Figures(suite, backend_of(url))
@@ -1089,7 +1111,8 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
         out = ctx.Queue()
         procs = [ctx.Process(target=_race_process, args=(
             url, sim.base_url, project, p, threads, calls, with_max_tokens, default_max_tokens,
-            str(spool_dir / f"race-{p}.spool"), out)) for p in range(processes)]
+            send_default_cap, str(spool_dir / f"race-{p}.spool"), out))
+            for p in range(processes)]
         for p in procs:
             p.start()
         seen: list[Seen] = []
@@ -1139,7 +1162,7 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
         figures.extra.update({
             "limit": limit, "spent": state.spent, "reply_tokens": words, "default_cap": cap,
             "overspend_bound": processes * threads * max(0, words - cap) * PRICE / 1000
-            if not with_max_tokens else Decimal(0),
+            if not (with_max_tokens or send_default_cap) else Decimal(0),
             "refused_events": sum(1 for r in rows.values() if r["status"] == "refused"),
         })
         if figures.refused == 0:
@@ -1396,10 +1419,8 @@ def _hostile_stream(rnd: random.Random, shape: Shape, huge: bool) -> HostileCase
         evs.insert(end, b"data: " + _dumps({"choices": [], "usage": _usage_obj(shape, p + 1, c)})
                    + b"\n\n")
         expect, usage = "ok", None
-    elif kind == "truncated":
-        evs, expect, usage = evs[:rnd.randrange(0, end)], "failed", None
-        if shape == "openai" and include_usage and len(evs) == end:  # usage came, [DONE] did not
-            expect = "any"
+    elif kind == "truncated":  # up to, not including, the end event (even after the usage)
+        evs, expect, usage = evs[:rnd.randint(0, end)], "failed", None
     elif kind == "mid-event":
         cut = rnd.randrange(0, end + 1)
         part = evs[cut][:rnd.randrange(1, max(2, len(evs[cut]) - 2))]
@@ -1436,16 +1457,16 @@ def _hostile_stream(rnd: random.Random, shape: Shape, huge: bool) -> HostileCase
         ctype, expect, usage = "application/json", "ok", None
     elif kind == "cancel":
         close_after = 1
+        # (Not with a usage chunk to drop: the ledger then hands on whole events only, so
+        # the caller's first chunk is not the server's.)
+        if not include_usage:
+            include_usage, expect, usage = True, "ok-exact", (p, c)
+            evs, end = _sse_events(shape, pieces, usage_obj, include_usage)
     body = b"".join(evs)
     chunks = _split(rnd, body)
-    if kind == "cancel":
-        end_at = len(b"".join(evs[:end]))
-        chunks = [body[:rnd.randint(0, end_at)], body[end_at:]]
-        chunks = [ch for ch in chunks if ch] if chunks[0] else [body[end_at:]]
-        if len(chunks) == 2:
-            expect, usage = "cancelled", None
-        else:
-            close_after = None
+    if kind == "cancel":  # the caller reads one chunk, cut before the end event, and closes
+        cut = rnd.randint(1, len(b"".join(evs[:end])))
+        chunks, expect, usage = [body[:cut], body[cut:]], "cancelled", None
     case = HostileCase(f"sse/{kind}", shape, True, status, ctype, chunks, expect, usage,
                        include_usage=include_usage, close_after=close_after)
     if not include_usage and expect == "ok-exact":
@@ -1802,6 +1823,7 @@ def _is_number(cell: str) -> bool:
 # -- 6. soak --------------------------------------------------------------------------------------
 
 SOAK_START = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
+SOAK_BOUNDARY = datetime(2026, 12, 1, tzinfo=UTC)
 SOAK_PROJECTS = ("soak-hard", "soak-soft", "soak-free", EVIL_NAMES[0])
 
 
@@ -1907,10 +1929,13 @@ def soak(url: str, seconds: float, *, seed: int = 7, sync_threads: int = 3, asyn
                 rounds += 1
                 elapsed = time.perf_counter() - start
                 if not crossed and elapsed >= seconds / 2:
-                    clock.set(datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC))
+                    clock.set(SOAK_BOUNDARY + timedelta(seconds=30))
                     crossed = True
-                else:
+                elif crossed:
                     clock.advance(timedelta(seconds=1))
+                else:  # time only moves forward: stop short of the boundary until the jump
+                    clock.set(min(clock.now() + timedelta(seconds=1),
+                                  SOAK_BOUNDARY - timedelta(seconds=30)))
                 if rounds % 25 == 0:
                     model = rnd.choice(("kimi-k2.5", "kimi-k2.6"))
                     prices[model] = Decimal(rnd.randint(5, 60)) / 1000
@@ -2025,6 +2050,45 @@ def _check_soak(book: Ledger, figures: Figures, calls: list[_SoakCall], forwarde
         figures.problem("something was spooled during the soak")
     figures.extra["by_kind"] = dict(sorted(kinds.items()))
     audit(book, figures, clock)
+
+
+# -- helpers for the scripts ----------------------------------------------------------------------
+
+
+@contextmanager
+def pg_schema(base_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema on ``base_url`` for one run (dropped afterwards): the URL
+    with its ``search_path`` set to it. Connections are not pooled (an outage kills them)."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from ..store.engine import normalise_url
+
+    schema = "rel_" + uuid.uuid4().hex[:12]
+    admin = create_engine(normalise_url(base_url), poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base_url else "?"
+    try:
+        yield f"{base_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def figures_table(rows: Sequence[Figures]) -> str:
+    """The figures as a Markdown table."""
+    head = ("| suite | backend | calls | admitted | refused | failed | overspend | usage lost "
+            "| charged twice | holds unresolved past TTL | seconds |")
+    lines = [head, "|" + "---|" * 11]
+    for f in rows:
+        lines.append(f"| {f.suite} | {f.backend} | {f.calls:,} | {f.admitted:,} | "
+                     f"{f.refused:,} | {f.failed:,} | ${f.overspend} | {f.usage_lost} | "
+                     f"{f.charged_twice} | {f.unresolved_holds} | {f.seconds:.1f} |")
+    return "\n".join(lines)
 
 
 # -- the crash child's entry point -------------------------------------------------------------
