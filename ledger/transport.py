@@ -288,8 +288,21 @@ def _renew_interval(book: Ledger) -> float:
 
 
 def _abandoned(settler: _Settler) -> None:
-    if settler.claim():
+    """Called by the garbage collector: never raise there, and never touch the database from
+    inside it (a lock held by the interrupted code could deadlock) — settle on a thread."""
+    try:
+        if settler.claim():
+            threading.Thread(target=_settle_abandoned, args=(settler,),
+                             name="ledger-abandoned-stream").start()
+    except Exception:
+        pass
+
+
+def _settle_abandoned(settler: _Settler) -> None:
+    try:
         settler.settle(settler.meter.outcome("closed"))
+    except Exception:
+        log.exception("settling an abandoned response failed")
 
 
 class _Settler:

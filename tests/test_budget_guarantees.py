@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import openai
+
 from ledger import Ledger, ManualClock, MeteredTransport
 from ledger.testing import Behavior, RunAPISimulator, assert_consistent
 
@@ -74,6 +76,9 @@ class TestNothingVanishes:
             assert response.status_code == 200
             del response, request
             gc.collect()
+            for thread in threading.enumerate():  # the settle runs off the collector
+                if thread.name == "ledger-abandoned-stream":
+                    thread.join(10)
         assert book.budget("acme").held == 0
         statuses = [r.status for r in book.usage(project="acme")]
         assert statuses == ["cancelled"]
