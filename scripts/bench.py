@@ -37,23 +37,22 @@ def section(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Name
     return fn
 
 
-def fresh_pg(url: str) -> str | None:
-    """A fresh schema on PostgreSQL, or None when it does not answer."""
-    import uuid
+@contextlib.contextmanager
+def fresh_pg(url: str) -> Iterator[str | None]:
+    """A fresh schema on PostgreSQL (dropped afterwards), or None when it does not answer."""
+    from ledger.testing.reliability import pg_schema
 
-    from sqlalchemy import create_engine, text
-
-    schema = "bench_" + uuid.uuid4().hex[:8]
     try:
-        eng = create_engine(url)
-        with eng.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        eng.dispose()
+        schema = pg_schema(url)
+        fresh = schema.__enter__()
     except Exception as exc:
         print(f"  (PostgreSQL at {url} unavailable: {exc.__class__.__name__})")
-        return None
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
+        yield None
+        return
+    try:
+        yield fresh
+    finally:
+        schema.__exit__(None, None, None)
 
 
 def cycles_per_second(book: Ledger, n: int, project: str = "bench") -> float:
@@ -101,10 +100,10 @@ def bench_holds(args: argparse.Namespace) -> None:
                 default = " (default)" if sync == "NORMAL" else ""
                 _holds_on(f"SQLite synchronous={sync}{default}:", book, n)
         os.environ.pop("LEDGER_SQLITE_SYNCHRONOUS")
-    url = fresh_pg(args.postgres)
-    if url:
-        with Ledger(url) as book:
-            _holds_on("PostgreSQL (loopback):", book, n)
+    with fresh_pg(args.postgres) as url:
+        if url:
+            with Ledger(url) as book:
+                _holds_on("PostgreSQL (loopback):", book, n)
 
 
 def bulk_events(book: Ledger, project: str, count: int, month: str = "2026-11") -> None:

@@ -4,7 +4,6 @@ and metered SDK clients."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,9 +11,10 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from ledger import Ledger, ManualClock
+from ledger.testing.reliability import pg_schema
 from ledger.testing.simulator import RunAPISimulator
 
 PG_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL")
@@ -48,20 +48,15 @@ def pg_schema_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL schema for one test; dropped afterwards."""
     if not PG_URL:
         pytest.skip("PostgreSQL tests need LEDGER_TEST_POSTGRES_URL (no PostgreSQL configured)")
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    schema = pg_schema(PG_URL)
     try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = schema.__enter__()
     except Exception as exc:  # pragma: no cover - a configured but dead server must fail loudly
         pytest.fail(f"PostgreSQL at LEDGER_TEST_POSTGRES_URL does not answer: {exc}")
-    sep = "&" if "?" in PG_URL else "?"
     try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        yield url
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        schema.__exit__(None, None, None)
 
 
 @pytest.fixture

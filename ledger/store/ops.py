@@ -457,13 +457,10 @@ class Store:
 
     def _add_totals(self, conn: Connection, project: str, month: str, *, settled: int,
                     held: int) -> None:
-        stmt = self._insert(totals).values(project=project, month=month, settled=settled,
-                                           held=held)
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[totals.c.project, totals.c.month],
-            set_={"settled": totals.c.settled + stmt.excluded.settled,
-                  "held": totals.c.held + stmt.excluded.held},
-        ))
+        """The hot path's running-total upsert, on a SQLAlchemy connection."""
+        stmt = self.hot.add_totals
+        conn.exec_driver_sql(stmt.sql, stmt.args(
+            {"project": project, "month": month, "settled": settled, "held": held}))
 
     # -- expiry -----------------------------------------------------------------------------
     @_translate
