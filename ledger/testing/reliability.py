@@ -350,13 +350,8 @@ def call_sync(client: Any, url: str, shape: Shape, body: Mapping[str, Any], *,
             # (A response made in memory, like the ledger's refusals, has no raw stream left.)
             raw = iter([r.read()]) if r.is_stream_consumed else r.iter_raw()
             for n, chunk in enumerate(raw, 1):
-                parts.append(chunk)
-                if oracle is not None:
-                    oracle.feed(chunk)
-                    if close_after is not None and n >= close_after and not (
-                            oracle.done or oracle.error):
-                        seen.cancelled = True
-                        break
+                if _take(seen, oracle, parts, chunk, n, close_after):
+                    break
             _finish_seen(seen, shape, stream, parts, oracle)
     except HTTPX_ERRORS as exc:
         seen.exception = f"{type(exc).__name__}: {exc}"
@@ -381,18 +376,26 @@ async def call_async(client: Any, url: str, shape: Shape, body: Mapping[str, Any
             raw = _once(await r.aread()) if r.is_stream_consumed else r.aiter_raw()
             async for chunk in raw:
                 n += 1
-                parts.append(chunk)
-                if oracle is not None:
-                    oracle.feed(chunk)
-                    if close_after is not None and n >= close_after and not (
-                            oracle.done or oracle.error):
-                        seen.cancelled = True
-                        break
+                if _take(seen, oracle, parts, chunk, n, close_after):
+                    break
             _finish_seen(seen, shape, stream, parts, oracle)
     except HTTPX_ERRORS as exc:
         seen.exception = f"{type(exc).__name__}: {exc}"
     seen.latency = time.perf_counter() - start
     return seen
+
+
+def _take(seen: Seen, oracle: StreamOracle | None, parts: list[bytes], chunk: bytes, n: int,
+          close_after: int | None) -> bool:
+    """Keep the ``n``-th chunk the caller read; True when the caller stops reading here."""
+    parts.append(chunk)
+    if oracle is None:
+        return False
+    oracle.feed(chunk)
+    if close_after is not None and n >= close_after and not (oracle.done or oracle.error):
+        seen.cancelled = True
+        return True
+    return False
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
