@@ -18,6 +18,8 @@ from .errors import (
     LedgerUnavailable,
     UnknownModel,
 )
+from .invoice import CreditNote, Invoice, InvoiceLine
+from .parties import Customer, Issuer
 from .pricing import Price
 from .store.ops import Hold
 
@@ -41,9 +43,14 @@ __all__ = [
     "BudgetExceeded",
     "BudgetState",
     "Clock",
+    "CreditNote",
+    "Customer",
     "Estimate",
     "Hold",
     "InvalidInput",
+    "Invoice",
+    "InvoiceLine",
+    "Issuer",
     "Ledger",
     "LedgerError",
     "LedgerUnavailable",

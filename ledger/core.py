@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     import httpx2
 
     from .estimate import Estimator
-    from .invoice import Invoice
+    from .invoice import CreditNote, Invoice
     from .metering import MeteredCall
+    from .parties import Customer, Issuer
     from .reports import BudgetReport, UsageRow
 
 log = logging.getLogger("ledger")
@@ -317,11 +318,49 @@ class Ledger:
         return async_httpx2_client(self, project, **kwargs)
 
     # -- reports and invoices (ledger.reports, ledger.invoice) --------------------------------
-    def invoice(self, project: str, month: str, *, draft: bool = False) -> Invoice:
-        """The invoice of ``project`` for ``month``; issuing freezes it (``draft``: never)."""
+    def invoice(self, project: str, month: str, *, draft: bool = False,
+                include_empty: bool = False) -> Invoice:
+        """The invoice of ``project`` for ``month``; issuing freezes it (``draft``: never).
+
+        Refuses a month not over, a future month and a project never seen; a $0.00 month
+        comes back unnumbered unless ``include_empty``."""
         from .invoice import invoice
 
-        return invoice(self, project, month, draft=draft)
+        return invoice(self, project, month, draft=draft, include_empty=include_empty)
+
+    def void_invoice(self, number: int | str, *, reason: str) -> CreditNote:
+        """Void an issued invoice (``"INV-000005"``): returns its credit note (``CN-000001``);
+        the month can then be issued again."""
+        from .invoice import void_invoice
+
+        return void_invoice(self, number, reason=reason)
+
+    def set_issuer(self, name: str, address: str = "", tax_id: str = "", *,
+                   payment_terms_days: int = 30, payment_details: str = "") -> Issuer:
+        """The seller printed on every invoice issued from now on."""
+        from .parties import set_issuer
+
+        return set_issuer(self, name, address, tax_id, payment_terms_days=payment_terms_days,
+                          payment_details=payment_details)
+
+    def set_customer(self, project: str, name: str, address: str = "", email: str = "",
+                     tax_id: str = "", *, tax_rate: Decimal | int | str | None = None,
+                     tax_name: str = "Tax") -> Customer:
+        """``project``'s bill-to party and tax rate (a fraction: ``Decimal("0.20")``)."""
+        from .parties import set_customer
+
+        return set_customer(self, project, name, address, email, tax_id, tax_rate=tax_rate,
+                            tax_name=tax_name)
+
+    def issuer(self) -> Issuer | None:
+        from .store.parties import get_issuer
+
+        return get_issuer(self.store)
+
+    def customer(self, project: str) -> Customer | None:
+        from .store.parties import get_customer
+
+        return get_customer(self.store, check_name(project, "project"))
 
     def budget_report(self, month: str | None = None) -> BudgetReport:
         """Every project's budget for ``month``: spent, held, remaining, burn rate, forecast."""

@@ -1,35 +1,59 @@
-"""Monthly invoices: one line per model and unit price, rounded half-even to the cent.
+"""Monthly invoices as documents: lines per model and unit price, tax, credit notes.
 
 * **Lines.** The database groups a project-month's charged events (``ok`` and ``cancelled``
   calls with tokens or a cost; failed and refused calls are never charges) by model and unit
   price, summing integer tokens and integer costs exactly (``ledger.store.invoices``). A
-  mid-month price change therefore gives two lines for the model, each showing its price.
+  mid-month price change therefore gives two lines for the model, each showing its price and
+  the dates of its first and last call. Each line breaks down into ``components`` (uncached
+  input, cached input at its own price, output): quantity × unit price = the exact amount
+  printed, and their sum is the line's exact amount. Lines with estimated charges (usage
+  missing, streams cut) count them in ``estimated_calls``.
 * **Money.** A line's ``exact_amount`` is the exact sum of its calls' costs; its ``amount`` is
-  that rounded half-even to the cent (``ledger.money.round_half_even_to_cent``, the only
-  rounding). The invoice ``total`` is the sum of the rounded line amounts, so the lines always
-  add up to the total on paper; each line moves by at most half a cent.
+  that rounded half-even to the cent (``ledger.money.round_half_even_to_cent``). The
+  ``subtotal`` is the sum of the rounded line amounts; ``tax`` is the customer's rate times the
+  subtotal, rounded half-even to the cent once; ``total`` = subtotal + tax. All of it in a
+  local decimal context, whatever the caller's.
 * **Issuing freezes.** ``invoice(book, project, month)`` issues the invoice once: it gets the
-  next number in sequence, its document is stored, and its events are marked as billed, all in
+  next number in sequence, its document is stored, and late usage it bills is marked, all in
   one transaction (two processes issuing at once get one invoice). Issuing the same project
-  and month again returns the stored document unchanged.
+  and month again returns the stored document unchanged. Issuing refuses (``InvalidInput``) a
+  month that is not over, a future month, and a project the ledger has never seen (no usage
+  and no customer record: a typo); a month with nothing to bill ($0.00) is returned as an
+  unnumbered draft unless ``include_empty=True``.
 * **Late usage.** Usage recorded after a month was frozen is not slipped into that invoice: it
-  appears as an ``adjustment`` line (naming its original month) on the project's next invoice
-  for a later month.
+  appears as an ``adjustment`` line (naming its original month) on the project's next invoice.
+  Adjustments carry their rounding: each adjustment's amount is rounded together with the
+  unbilled remainder of the project's earlier adjustments (``carried_in``), so many small late
+  batches add up to what they cost instead of each rounding to $0.00 (issue 9 item 17).
+* **Voiding.** ``void_invoice(book, "INV-000005", reason=...)`` issues a credit note (its own
+  sequence, ``CN-000001``), returns the late usage the invoice billed to the pending pool, and
+  lets the month be issued again.
 * **Drafts.** ``draft=True`` computes what issuing would bill now, without a number and without
-  freezing anything. A draft of a month already issued is the issued invoice.
-* A project with no usage gets a valid zero invoice (no lines, total 0.00).
+  freezing anything; it works for any month. A draft of a month already issued is the issued
+  invoice.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from typing import TYPE_CHECKING, Any
 
-from .clock import parse_month
+from .clock import month_bounds, parse_month
+from .errors import InvalidInput
 from .money import (
     CURRENCY,
     from_units,
@@ -38,17 +62,45 @@ from .money import (
     round_half_even_to_cent,
     to_units,
 )
+from .parties import DEFAULT_PAYMENT_TERMS_DAYS, Customer, Issuer
 from .store import invoices as sql
+from .store import parties as party_sql
 from .store.schema import from_micros, to_micros
 
 if TYPE_CHECKING:
     from .core import Ledger
 
-__all__ = ["Invoice", "InvoiceLine", "build_invoice", "invoice", "invoices_for_month",
-           "is_issued", "issued_invoices", "line_from_row", "projects_to_invoice"]
+__all__ = ["Component", "CreditNote", "Invoice", "InvoiceLine", "build_invoice",
+           "credit_notes", "invoice", "invoice_number", "invoices_for_month", "is_issued",
+           "issued_invoices", "line_from_row", "money_context", "projects_to_invoice",
+           "void_invoice"]
 
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
+ZERO = Decimal("0.00")
+THOUSAND = Decimal(1000)
+
+
+def money_context() -> Context:
+    """The decimal context of every invoice sum: wide enough to be exact, never the caller's."""
+    return Context(prec=60, rounding=ROUND_HALF_EVEN,
+                   traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+@contextmanager
+def _exact() -> Iterator[None]:
+    with localcontext(money_context()):
+        yield
+
+
+@dataclass(frozen=True)
+class Component:
+    """A sub-line: ``quantity`` tokens × ``unit_price`` per 1K = ``amount`` (exact)."""
+
+    label: str
+    quantity: int
+    unit_price: Decimal | None
+    amount: Decimal
 
 
 @dataclass(frozen=True)
@@ -56,7 +108,8 @@ class InvoiceLine:
     """One line: a model at one unit price (per 1K tokens), with its tokens and amounts.
 
     ``kind`` is ``"usage"`` for the invoice's own month, ``"adjustment"`` for late usage of an
-    earlier, already frozen month (``adjusts_month``).
+    earlier, already frozen month (``adjusts_month``). ``carried_in`` (adjustments only) is the
+    unbilled rounding remainder of earlier adjustments, rounded together with this line.
     """
 
     model: str
@@ -73,6 +126,8 @@ class InvoiceLine:
     adjusts_month: str | None = None
     first_call_at: datetime | None = None
     last_call_at: datetime | None = None
+    estimated_calls: int = 0
+    carried_in: Decimal = ZERO
 
     @property
     def description(self) -> str:
@@ -80,6 +135,36 @@ class InvoiceLine:
         if self.kind == ADJUSTMENT:
             return f"{self.model} (adjustment for {self.adjusts_month})"
         return self.model
+
+    @property
+    def dates(self) -> str:
+        """The days of the line's first and last call, e.g. ``1–14 Nov 2026``."""
+        if self.first_call_at is None or self.last_call_at is None:
+            return ""
+        return date_range(self.first_call_at.date(), self.last_call_at.date())
+
+    @property
+    def components(self) -> tuple[Component, ...]:
+        """Uncached input, cached input and output, each quantity × unit price = exact amount;
+        they add up to ``exact_amount`` (any difference shows as "other charges")."""
+        with _exact():
+            cached_price = (self.input_per_1k if self.cached_input_per_1k is None
+                            else self.cached_input_per_1k)
+            uncached = self.prompt_tokens - self.cached_tokens
+            parts = [Component("input tokens", uncached, self.input_per_1k,
+                               uncached * self.input_per_1k / THOUSAND)]
+            if self.cached_tokens:
+                parts.append(Component("cached input tokens", self.cached_tokens, cached_price,
+                                       self.cached_tokens * cached_price / THOUSAND))
+            parts.append(Component("output tokens", self.completion_tokens, self.output_per_1k,
+                                   self.completion_tokens * self.output_per_1k / THOUSAND))
+            rest = self.exact_amount - sum((p.amount for p in parts), Decimal(0))
+            if rest:
+                parts.append(Component("other charges", 0, None, rest))
+            if self.carried_in:
+                parts.append(Component("rounding carried from earlier adjustments", 0, None,
+                                       self.carried_in))
+        return tuple(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: money as exact decimal strings, token counts as integers."""
@@ -92,13 +177,19 @@ class InvoiceLine:
             "cached_input_per_1k": None if self.cached_input_per_1k is None
             else money_str(self.cached_input_per_1k),
             "calls": self.calls,
+            "estimated_calls": self.estimated_calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
             "exact_amount": money_str(self.exact_amount),
+            "carried_in": money_str(self.carried_in),
             "amount": money_str(self.amount),
             "first_call_at": _iso(self.first_call_at),
             "last_call_at": _iso(self.last_call_at),
+            "components": [{"label": c.label, "quantity": c.quantity,
+                            "unit_price": None if c.unit_price is None
+                            else money_str(c.unit_price),
+                            "amount": money_str(c.amount)} for c in self.components],
         }
 
     @classmethod
@@ -119,12 +210,17 @@ class InvoiceLine:
             adjusts_month=data.get("adjusts_month"),
             first_call_at=_parse_iso(data.get("first_call_at")),
             last_call_at=_parse_iso(data.get("last_call_at")),
+            estimated_calls=int(data.get("estimated_calls", 0)),
+            carried_in=Decimal(data.get("carried_in", "0.00")),
         )
 
 
 @dataclass(frozen=True)
 class Invoice:
-    """A project's invoice for a month. ``number`` is None for a draft (never frozen)."""
+    """A project's invoice for a month. ``number`` is None for a draft (never frozen).
+
+    ``state``: ``draft``, ``issued`` or ``void`` (voided by ``credit_note``).
+    """
 
     number: int | None
     project: str
@@ -134,11 +230,49 @@ class Invoice:
     lines: tuple[InvoiceLine, ...]
     total: Decimal
     draft: bool = False
+    subtotal: Decimal | None = None
+    tax: Decimal = ZERO
+    tax_rate: Decimal | None = None
+    tax_name: str = "Tax"
+    due_at: datetime | None = None
+    issuer: Issuer | None = None
+    customer: Customer | None = None
+    state: str = ""
+    credit_note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.subtotal is None:
+            object.__setattr__(self, "subtotal", self.total)
+        if not self.state:
+            object.__setattr__(self, "state", "draft" if self.draft else "issued")
 
     @property
     def label(self) -> str:
         """``INV-000042`` for an issued invoice, ``DRAFT`` for a draft."""
-        return "DRAFT" if self.number is None else f"INV-{self.number:06d}"
+        return "DRAFT" if self.number is None else invoice_label(self.number)
+
+    @property
+    def period_start(self) -> date:
+        return month_bounds(self.month)[0].date()
+
+    @property
+    def period_end(self) -> date:
+        """The last day of the billing period (inclusive)."""
+        return month_bounds(self.month)[1].date() - timedelta(days=1)
+
+    @property
+    def period(self) -> str:
+        """``1–30 Nov 2026``."""
+        return date_range(self.period_start, self.period_end)
+
+    @property
+    def amount_due(self) -> Decimal:
+        return ZERO if self.state == "void" else self.total
+
+    @property
+    def bill_to(self) -> str:
+        """The customer's name, or the project name when no customer is recorded."""
+        return self.customer.name if self.customer is not None else self.project
 
     @property
     def usage_lines(self) -> tuple[InvoiceLine, ...]:
@@ -149,9 +283,14 @@ class Invoice:
         return tuple(line for line in self.lines if line.kind == ADJUSTMENT)
 
     @property
+    def estimated_calls(self) -> int:
+        return sum(line.estimated_calls for line in self.lines)
+
+    @property
     def exact_total(self) -> Decimal:
         """The unrounded sum of the lines' exact amounts (for audits; ``total`` is billed)."""
-        return sum((line.exact_amount for line in self.lines), Decimal(0))
+        with _exact():
+            return sum((line.exact_amount for line in self.lines), Decimal(0))
 
     @property
     def prompt_tokens(self) -> int:
@@ -163,16 +302,29 @@ class Invoice:
 
     def to_dict(self) -> dict[str, Any]:
         """The invoice as JSON-ready data (the CLI's ``--format json`` and the frozen copy)."""
+        assert self.subtotal is not None
         return {
             "number": self.number,
             "label": self.label,
+            "state": self.state,
             "project": self.project,
             "month": self.month,
             "currency": self.currency,
             "issued_at": _iso(self.issued_at),
+            "due_at": _iso(self.due_at),
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
             "draft": self.draft,
+            "issuer": None if self.issuer is None else self.issuer.to_dict(),
+            "customer": None if self.customer is None else self.customer.to_dict(),
             "lines": [line.to_dict() for line in self.lines],
+            "subtotal": money_str(self.subtotal),
+            "tax_name": self.tax_name,
+            "tax_rate": None if self.tax_rate is None else format(self.tax_rate, "f"),
+            "tax": money_str(self.tax),
             "total": money_str(self.total),
+            "amount_due": money_str(self.amount_due),
+            "credit_note": self.credit_note,
         }
 
     def to_json(self) -> str:
@@ -183,6 +335,7 @@ class Invoice:
         issued = _parse_iso(data["issued_at"])
         assert issued is not None
         number = data.get("number")
+        rate = data.get("tax_rate")
         return cls(
             number=None if number is None else int(number),
             project=str(data["project"]),
@@ -192,6 +345,15 @@ class Invoice:
             lines=tuple(InvoiceLine.from_dict(line) for line in data["lines"]),
             total=Decimal(data["total"]),
             draft=bool(data.get("draft", False)),
+            subtotal=Decimal(data.get("subtotal", data["total"])),
+            tax=Decimal(data.get("tax", "0.00")),
+            tax_rate=None if rate is None else Decimal(str(rate)),
+            tax_name=str(data.get("tax_name") or "Tax"),
+            due_at=_parse_iso(data.get("due_at")),
+            issuer=None if not data.get("issuer") else Issuer.from_dict(data["issuer"]),
+            customer=None if not data.get("customer") else Customer.from_dict(data["customer"]),
+            state=str(data.get("state") or ""),
+            credit_note=data.get("credit_note"),
         )
 
     @classmethod
@@ -199,10 +361,122 @@ class Invoice:
         return cls.from_dict(json.loads(document))
 
 
-def line_from_row(row: sql.LineRow, month: str) -> InvoiceLine:
+@dataclass(frozen=True)
+class CreditNote:
+    """A credit note: cancels an issued invoice in full. Amounts are negative (credited)."""
+
+    number: str
+    sequence: int
+    invoice_number: str
+    project: str
+    month: str
+    currency: str
+    issued_at: datetime
+    reason: str
+    lines: tuple[InvoiceLine, ...]
+    subtotal: Decimal
+    tax: Decimal
+    total: Decimal
+    tax_rate: Decimal | None = None
+    tax_name: str = "Tax"
+    issuer: Issuer | None = None
+    customer: Customer | None = None
+    invoice_issued_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        return self.number
+
+    @property
+    def period(self) -> str:
+        start, end = month_bounds(self.month)
+        return date_range(start.date(), end.date() - timedelta(days=1))
+
+    @property
+    def bill_to(self) -> str:
+        return self.customer.name if self.customer is not None else self.project
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "sequence": self.sequence,
+            "kind": "credit_note",
+            "invoice_number": self.invoice_number,
+            "invoice_issued_at": _iso(self.invoice_issued_at),
+            "project": self.project,
+            "month": self.month,
+            "currency": self.currency,
+            "issued_at": _iso(self.issued_at),
+            "reason": self.reason,
+            "issuer": None if self.issuer is None else self.issuer.to_dict(),
+            "customer": None if self.customer is None else self.customer.to_dict(),
+            "lines": [line.to_dict() for line in self.lines],
+            "subtotal": money_str(self.subtotal),
+            "tax_name": self.tax_name,
+            "tax_rate": None if self.tax_rate is None else format(self.tax_rate, "f"),
+            "tax": money_str(self.tax),
+            "total": money_str(self.total),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CreditNote:
+        issued = _parse_iso(data["issued_at"])
+        assert issued is not None
+        rate = data.get("tax_rate")
+        return cls(
+            number=str(data["number"]), sequence=int(data["sequence"]),
+            invoice_number=str(data["invoice_number"]), project=str(data["project"]),
+            month=str(data["month"]), currency=str(data.get("currency", CURRENCY)),
+            issued_at=issued, reason=str(data["reason"]),
+            lines=tuple(InvoiceLine.from_dict(line) for line in data["lines"]),
+            subtotal=Decimal(data["subtotal"]), tax=Decimal(data["tax"]),
+            total=Decimal(data["total"]),
+            tax_rate=None if rate is None else Decimal(str(rate)),
+            tax_name=str(data.get("tax_name") or "Tax"),
+            issuer=None if not data.get("issuer") else Issuer.from_dict(data["issuer"]),
+            customer=None if not data.get("customer") else Customer.from_dict(data["customer"]),
+            invoice_issued_at=_parse_iso(data.get("invoice_issued_at")),
+        )
+
+
+def invoice_label(number: int) -> str:
+    return f"INV-{number:06d}"
+
+
+def credit_label(number: int) -> str:
+    return f"CN-{number:06d}"
+
+
+_LABEL = re.compile(r"(?:INV-)?0*(\d{1,12})", re.IGNORECASE)
+
+
+def invoice_number(value: object) -> int:
+    """``"INV-000005"``, ``"5"`` or ``5`` -> 5; anything else is ``InvalidInput``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _LABEL.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidInput(f"an invoice number looks like INV-000005, got {value!r}")
+    return int(match.group(1))
+
+
+def date_range(first: date, last: date) -> str:
+    """``1–30 Nov 2026``, ``28 Nov – 3 Dec 2026``, ``5 Nov 2026``."""
+    if first == last:
+        return f"{first.day} {first:%b %Y}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}–{last.day} {last:%b %Y}"
+    if first.year == last.year:
+        return f"{first.day} {first:%b} – {last.day} {last:%b %Y}"
+    return f"{first.day} {first:%b %Y} – {last.day} {last:%b %Y}"
+
+
+def line_from_row(row: sql.LineRow, month: str, carried_in: Decimal = ZERO) -> InvoiceLine:
     """An invoice line from an aggregated row; rows of an earlier month are adjustments."""
     exact = from_units(row.cost_units)
     adjustment = row.month != month
+    with _exact():
+        amount = round_half_even_to_cent(exact + carried_in)
     return InvoiceLine(
         model=row.model,
         input_per_1k=price_from_units(row.input_price),
@@ -214,25 +488,57 @@ def line_from_row(row: sql.LineRow, month: str) -> InvoiceLine:
         completion_tokens=row.completion_tokens,
         cached_tokens=row.cached_tokens,
         exact_amount=exact,
-        amount=round_half_even_to_cent(exact),
+        amount=amount,
         kind=ADJUSTMENT if adjustment else USAGE,
         adjusts_month=row.month if adjustment else None,
         first_call_at=from_micros(row.first_at),
         last_call_at=from_micros(row.last_at),
+        estimated_calls=row.estimated_calls,
+        carried_in=carried_in,
     )
 
 
+def adjustment_remainder(history: Sequence[Mapping[str, Any]]) -> Decimal:
+    """What the project's earlier (issued, not voided) adjustment lines cost exactly but did
+    not bill after rounding: Σ exact − Σ billed. Carried into the next adjustment."""
+    with _exact():
+        remainder = Decimal(0)
+        for data in history:
+            for line in data.get("lines", ()):
+                if line.get("kind") == ADJUSTMENT:
+                    remainder += Decimal(line["exact_amount"]) - Decimal(line["amount"])
+        return remainder
+
+
 def build_invoice(number: int | None, project: str, month: str, issued_at: datetime,
-                  rows: list[sql.LineRow]) -> Invoice:
+                  rows: list[sql.LineRow], *, issuer: Issuer | None = None,
+                  customer: Customer | None = None,
+                  history: Sequence[Mapping[str, Any]] | None = None) -> Invoice:
     """Lines from aggregated rows (usage first, by model and first use; then adjustments by
-    month), and the total as the sum of the rounded lines."""
-    lines = sorted((line_from_row(r, month) for r in rows), key=_line_order)
-    total = sum((line.amount for line in lines), Decimal("0.00"))
-    return Invoice(number, project, month, CURRENCY, issued_at, tuple(lines),
-                   round_half_even_to_cent(total), draft=number is None)
+    month), the subtotal as the sum of the rounded lines, the tax once on the subtotal."""
+    ordered = sorted(rows, key=lambda r: (r.month != month, r.month, r.model, r.first_at))
+    carry = adjustment_remainder(history or [])
+    lines = []
+    for row in ordered:
+        if row.month != month:  # the first adjustment line takes the carried remainder
+            lines.append(line_from_row(row, month, carry))
+            carry = ZERO
+        else:
+            lines.append(line_from_row(row, month))
+    with _exact():
+        subtotal = round_half_even_to_cent(sum((ln.amount for ln in lines), ZERO))
+        rate = None if customer is None else customer.tax_rate
+        tax = ZERO if rate is None else round_half_even_to_cent(subtotal * rate)
+        total = subtotal + tax
+    terms = DEFAULT_PAYMENT_TERMS_DAYS if issuer is None else issuer.payment_terms_days
+    return Invoice(number, project, month, CURRENCY, issued_at, tuple(lines), total,
+                   draft=number is None, subtotal=subtotal, tax=tax, tax_rate=rate,
+                   tax_name="Tax" if customer is None else customer.tax_name,
+                   due_at=issued_at + timedelta(days=terms), issuer=issuer, customer=customer)
 
 
-def invoice(book: Ledger, project: str, month: str, *, draft: bool = False) -> Invoice:
+def invoice(book: Ledger, project: str, month: str, *, draft: bool = False,
+            include_empty: bool = False) -> Invoice:
     """The invoice of ``project`` for ``month`` (``YYYY-MM``); see the module docstring.
 
     Issuing (the default) freezes it and numbers it; ``draft=True`` never writes anything.
@@ -245,22 +551,76 @@ def invoice(book: Ledger, project: str, month: str, *, draft: bool = False) -> I
     if stored is not None:
         return Invoice.from_dict(stored)
     now = book.now()
+    issuer = party_sql.get_issuer(book.store)
+    customer = party_sql.get_customer(book.store, project)
     if draft:
-        return build_invoice(None, project, month, now, sql.draft_rows(book.store, project, month))
+        rows, history = sql.draft_rows(book.store, project, month)
+        return build_invoice(None, project, month, now, rows, issuer=issuer, customer=customer,
+                             history=history)
+    start, end = month_bounds(month)
+    if now < start:
+        raise InvalidInput(f"{month} is in the future: it cannot be invoiced before it is over "
+                           f"(on {end:%Y-%m-%d}); draft=True / --draft previews it")
+    if now < end:
+        raise InvalidInput(f"{month} is not over until {end:%Y-%m-%d 00:00} UTC: it cannot be "
+                           "issued yet; draft=True / --draft previews it")
+    if customer is None and not sql.known_project(book.store, project):
+        raise InvalidInput(f"project {project!r} has no usage and no customer record: check "
+                           "the name, or record the customer first (set_customer / "
+                           "`ledger customer set`)")
+    empty: list[Invoice] = []
 
-    def render(number: int, rows: list[sql.LineRow]) -> tuple[dict[str, Any], int]:
-        inv = build_invoice(number, project, month, now, rows)
+    def render(number: int, rows: list[sql.LineRow], history: list[dict[str, Any]]
+               ) -> tuple[dict[str, Any], int] | None:
+        inv = build_invoice(number, project, month, now, rows, issuer=issuer,
+                            customer=customer, history=history)
+        if inv.total == 0 and not include_empty:
+            empty.append(replace(inv, number=None, draft=True, state="draft"))
+            return None
         return inv.to_dict(), to_units(inv.total)
 
-    return Invoice.from_dict(sql.issue(book.store, project, month, to_micros(now), render))
+    issued = sql.issue(book.store, project, month, to_micros(now), render)
+    if issued is None:
+        return empty[0]
+    return Invoice.from_dict(issued)
 
 
-def invoices_for_month(book: Ledger, month: str, *, draft: bool = False) -> list[Invoice]:
+def void_invoice(book: Ledger, number: int | str, *, reason: str) -> CreditNote:
+    """Void an issued invoice: a credit note for its full amount (``CN-000001``, its own
+    sequence), its late usage back to the pending pool, and its month open to be issued again."""
+    from .parties import check_text
+
+    seq = invoice_number(number)
+    why = check_text(reason, "reason", required=True)
+    now = book.now()
+
+    def render(credit: int, data: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
+        inv = Invoice.from_dict(data)
+        assert inv.subtotal is not None
+        note = CreditNote(
+            number=credit_label(credit), sequence=credit, invoice_number=inv.label,
+            project=inv.project, month=inv.month, currency=inv.currency, issued_at=now,
+            reason=why, lines=inv.lines, subtotal=-inv.subtotal, tax=-inv.tax,
+            total=-inv.total, tax_rate=inv.tax_rate, tax_name=inv.tax_name, issuer=inv.issuer,
+            customer=inv.customer, invoice_issued_at=inv.issued_at)
+        return note.to_dict(), to_units(note.total), why
+
+    return CreditNote.from_dict(sql.void(book.store, seq, to_micros(now), render))
+
+
+def credit_notes(book: Ledger) -> list[CreditNote]:
+    """Every credit note, by number."""
+    return [CreditNote.from_dict(d) for d in sql.credit_note_list(book.store)]
+
+
+def invoices_for_month(book: Ledger, month: str, *, draft: bool = False,
+                       include_empty: bool = False) -> list[Invoice]:
     """The invoice of every project with something to bill for ``month`` (usage in it, an
     invoice already issued for it, or late usage of an earlier frozen month), by project;
     issuing those not yet issued unless ``draft``."""
     month = parse_month(month)
-    return [invoice(book, p, month, draft=draft) for p in projects_to_invoice(book, month)]
+    return [invoice(book, p, month, draft=draft, include_empty=include_empty)
+            for p in projects_to_invoice(book, month)]
 
 
 def is_issued(book: Ledger, project: str, month: str) -> bool:
@@ -274,15 +634,14 @@ def projects_to_invoice(book: Ledger, month: str) -> list[str]:
     return sql.projects_to_invoice(book.store, parse_month(month))
 
 
-def issued_invoices(book: Ledger, month: str | None = None) -> list[Invoice]:
-    """Every issued invoice (of ``month``, if given), by number."""
-    return [Invoice.from_dict(d) for d in
-            sql.issued_invoices(book.store, None if month is None else parse_month(month))]
-
-
-def _line_order(line: InvoiceLine) -> tuple[int, str, str, int]:
-    first = 0 if line.first_call_at is None else to_micros(line.first_call_at)
-    return (0 if line.kind == USAGE else 1, line.adjusts_month or "", line.model, first)
+def issued_invoices(book: Ledger, month: str | None = None, *,
+                    include_void: bool = False) -> list[Invoice]:
+    """Every issued invoice (of ``month``, if given; voided ones too if asked), by number."""
+    found = sql.issued_invoices(book.store, None if month is None else parse_month(month),
+                                include_void=include_void)
+    return [replace(Invoice.from_dict(s.data), state=s.state,
+                    credit_note=None if s.credit_note is None else credit_label(s.credit_note))
+            for s in found]
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -24,12 +24,17 @@ def at(day: int, month: datetime = NOV, hour: int = 12) -> datetime:
     return month + timedelta(days=day - 1, hours=hour)
 
 
+LATER = datetime(2027, 6, 1, tzinfo=UTC)  # every month these tests issue is over
+
+
 @pytest.fixture
-def priced(any_book: Ledger) -> Ledger:
-    """Model "m": $0.010 per 1K until Nov 15, then $0.050 in / $0.030 out."""
+def priced(any_book: Ledger, clock: ManualClock) -> Ledger:
+    """Model "m": $0.010 per 1K until Nov 15, then $0.050 in / $0.030 out; the clock in June
+    2027, so that the months the tests issue are over."""
     any_book.set_price("m", Decimal("0.010"), effective_from=NOV)
     any_book.set_price("m", input_per_1k=Decimal("0.050"), output_per_1k=Decimal("0.030"),
                        effective_from=at(15, hour=0))
+    clock.set(LATER)
     return any_book
 
 
@@ -66,20 +71,26 @@ class TestLines:
         assert inv.exact_total == Decimal("0.03")
         assert inv.total == Decimal("0.02")
 
-    def test_failed_and_refused_calls_are_never_charged(self, any_book: Ledger) -> None:
+    def test_failed_and_refused_calls_are_never_charged(self, any_book: Ledger,
+                                                        clock: ManualClock) -> None:
         """Failed and refused calls never appear; a cancelled call that used tokens does."""
         any_book.void(any_book.hold("acme", "kimi-k2.5", 1000, 1000).call_id, error="HTTP 500")
         any_book.store.record_refused("r1", "acme", "kimi-k2.5", any_book.now(),
                                       any_book.now(), "budget_exceeded", 10)
         cancelled = any_book.hold("acme", "kimi-k2.5", 1000, 1000)
         any_book.settle(cancelled.call_id, 1000, 250, status="cancelled")
+        clock.set(DEC)
         inv = any_book.invoice("acme", "2026-11")
         assert [(ln.calls, ln.prompt_tokens, ln.completion_tokens, ln.amount)
                 for ln in inv.lines] == [(1, 1000, 250, Decimal("0.02"))]
         assert inv.total == Decimal("0.02")
 
-    def test_a_project_with_no_usage_gets_a_valid_zero_invoice(self, any_book: Ledger) -> None:
-        inv = any_book.invoice("nobody", "2026-11")
+    def test_a_project_with_no_usage_gets_a_valid_zero_invoice(self, any_book: Ledger,
+                                                               clock: ManualClock) -> None:
+        """Issue 11: a known customer with no usage gets a zero invoice when asked for one."""
+        clock.set(DEC)
+        any_book.set_customer("nobody", name="Nobody Ltd")
+        inv = any_book.invoice("nobody", "2026-11", include_empty=True)
         assert (inv.lines, inv.total, inv.number, inv.draft) == ((), Decimal("0.00"), 1, False)
         assert inv.to_dict()["total"] == "0.00"
 
@@ -117,7 +128,7 @@ class TestFreezing:
         priced.record("acme", "m", 1000, 1000, at=at(3))                   # 0.02
         nov = priced.invoice("acme", "2026-11")
         assert nov.total == Decimal("0.02")
-        clock.set(at(2, DEC))
+        clock.set(datetime(2027, 1, 2, tzinfo=UTC))
         priced.record("acme", "m", 1000, 0, at=at(20), request_id="late-1")  # late: 0.05
         priced.record("acme", "kimi-k2.5", 500, 0, at=at(5, DEC))            # December: 0.01
         assert priced.invoice("acme", "2026-11") == nov                      # still frozen
@@ -131,7 +142,8 @@ class TestFreezing:
         assert dec.lines[1].input_per_1k == Decimal("0.050")  # priced when the call started
         assert dec.total == Decimal("0.06")
         # billed exactly once: January has nothing left from November
-        jan = priced.invoice("acme", "2027-01")
+        clock.set(LATER)
+        jan = priced.invoice("acme", "2027-01", include_empty=True)
         assert jan.lines == () and jan.total == 0
         # the same request id again is recorded once, so nothing new appears either
         priced.record("acme", "m", 1000, 0, at=at(20), request_id="late-1")
@@ -139,11 +151,12 @@ class TestFreezing:
 
     def test_late_usage_after_two_frozen_months_goes_to_the_next_one(
             self, priced: Ledger) -> None:
-        priced.invoice("acme", "2026-11")
-        priced.invoice("acme", "2026-12")
+        priced.set_customer("acme", name="Acme")
+        priced.invoice("acme", "2026-11", include_empty=True)
+        priced.invoice("acme", "2026-12", include_empty=True)
         priced.record("acme", "m", 1000, 0, at=at(20))             # late for November
         priced.record("acme", "kimi-k2.5", 1000, 0, at=at(3, DEC))  # late for December
-        oct_ = priced.invoice("acme", "2026-10")                    # an earlier month: not here
+        oct_ = priced.invoice("acme", "2026-10", include_empty=True)  # earlier: not here
         assert oct_.lines == ()
         jan = priced.invoice("acme", "2027-01")
         assert [(ln.adjusts_month, ln.model, ln.amount) for ln in jan.lines] == [
@@ -167,6 +180,7 @@ class TestFreezing:
     def test_two_ledgers_issuing_at_once_get_one_invoice(self, any_url: str,
                                                          clock: ManualClock) -> None:
         """Concurrent issuers (separate engines, as separate processes would be) agree."""
+        clock.set(DEC)
         books = [Ledger(any_url, clock=clock) for _ in range(4)]
         try:
             books[0].record("acme", "kimi-k2.5", 1000, 1000, at=at(3))
@@ -254,13 +268,16 @@ def test_invoice_total_matches_recorded_costs(tmp_path_factory: pytest.TempPathF
     """End to end through the database: the exact line amounts add up to exactly what
     ``record`` charged, across a mid-month price change."""
     path = tmp_path_factory.mktemp("inv") / "ledger.db"
-    with Ledger(f"sqlite:///{path}", clock=ManualClock(at(30))) as b:
+    clk = ManualClock(at(30))
+    with Ledger(f"sqlite:///{path}", clock=clk) as b:
         b.set_price("m", Decimal("0.0123"), effective_from=NOV)
         b.set_price("m", input_per_1k=Decimal("0.0456"), output_per_1k=Decimal("0.0789"),
                     effective_from=at(15, hour=0))
         charged = sum((b.record("p", model, p, c, at=at(day)) for p, c, day, model in calls),
                       Decimal(0))
-        inv = b.invoice("p", "2026-11")
+        clk.set(DEC)
+        b.set_customer("p", name="P")
+        inv = b.invoice("p", "2026-11", include_empty=True)
         assert inv.exact_total == charged
         assert inv.total == sum((ln.amount for ln in inv.lines), Decimal(0))
         assert sum(ln.calls for ln in inv.lines) == sum(1 for p, c, _, _ in calls if p or c)

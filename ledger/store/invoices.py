@@ -20,8 +20,15 @@ Freezing, by watermark. Issuing an invoice is one write transaction that
    that invoice"), so each is billed exactly once;
 5. stores the document (the rendered invoice plus its watermark) under the next number.
 
-Invariant: an event of a month that is not frozen never has an ``invoice_id``. Events are
+Invariant: an event of a month that is not frozen never has an ``invoice_id``, except late
+usage billed on a later invoice of a month whose own invoice was voided since; a month's own
+lines therefore skip events that carry an ``invoice_id`` (they were billed already). Events are
 append-only, so ids only grow: anything recorded after the freeze has ``id > W``.
+
+Voiding, in one write transaction under the same lock: the invoice's state becomes ``void``
+(it stops freezing its month, which can be issued again), the late usage it billed returns to
+the pending pool (``invoice_id`` back to NULL), and a credit note takes the next number of its
+own sequence. Numbers of both sequences are ``max + 1`` under that lock: gap-free and unique.
 """
 
 from __future__ import annotations
@@ -31,11 +38,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
+from ..errors import InvalidInput
 from .ops import CHARGED, Store, _translate
-from .schema import events, invoices
+from .schema import credit_notes, customers, events, invoices
+
+ISSUED = "issued"
+VOID = "void"
 
 DOC_VERSION = 1
 
@@ -56,6 +67,7 @@ class LineRow:
     cost_units: int
     first_at: int
     last_at: int
+    estimated_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,21 +95,25 @@ def _late(f: Frozen) -> list[ColumnElement[bool]]:
 def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
     group = (events.c.month, events.c.model, events.c.input_price, events.c.output_price,
              events.c.cached_price)
+    # cached tokens as billed: never more than the call's prompt tokens (``cost_units``)
+    cached = case((events.c.cached_tokens > events.c.prompt_tokens, events.c.prompt_tokens),
+                  else_=events.c.cached_tokens)
     rows = conn.execute(
         select(*group, func.count(), func.sum(events.c.prompt_tokens),
-               func.sum(events.c.completion_tokens), func.sum(events.c.cached_tokens),
-               func.sum(events.c.cost), func.min(events.c.at), func.max(events.c.at))
+               func.sum(events.c.completion_tokens), func.sum(cached),
+               func.sum(events.c.cost), func.min(events.c.at), func.max(events.c.at),
+               func.sum(case((events.c.estimated, 1), else_=0)))
         .where(*where, _chargeable())
         .group_by(*group)
     ).all()
     return [LineRow(r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]),
                     int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]),
-                    int(r[11])) for r in rows]
+                    int(r[11]), int(r[12] or 0)) for r in rows]
 
 
 def _rows(conn: Connection, project: str, month: str, upto: int | None,
           frozen: list[Frozen]) -> list[LineRow]:
-    own = [events.c.project == project, events.c.month == month]
+    own = [events.c.project == project, events.c.month == month, events.c.invoice_id.is_(None)]
     if upto is not None:
         own.append(events.c.id <= upto)
     rows = _aggregate(conn, *own)
@@ -114,7 +130,8 @@ def _unpack(document: str) -> tuple[dict[str, Any], int]:
 def _issued(conn: Connection, project: str, month: str) -> dict[str, Any] | None:
     found = conn.execute(
         select(invoices.c.document)
-        .where(invoices.c.project == project, invoices.c.month == month)
+        .where(invoices.c.project == project, invoices.c.month == month,
+               invoices.c.state == ISSUED)
     ).scalar_one_or_none()
     return None if not found else _unpack(str(found))[0]
 
@@ -122,7 +139,8 @@ def _issued(conn: Connection, project: str, month: str) -> dict[str, Any] | None
 def _frozen(conn: Connection, *where: ColumnElement[bool]) -> list[Frozen]:
     rows = conn.execute(
         select(invoices.c.project, invoices.c.month, invoices.c.document)
-        .where(*where).order_by(invoices.c.month, invoices.c.project)
+        .where(*where, invoices.c.state == ISSUED)
+        .order_by(invoices.c.month, invoices.c.project)
     ).all()
     return [Frozen(p, m, _unpack(str(d))[1]) for p, m, d in rows]
 
@@ -138,29 +156,58 @@ def issued(store: Store, project: str, month: str) -> dict[str, Any] | None:
         return _issued(conn, project, month)
 
 
+def _history(conn: Connection, project: str) -> list[dict[str, Any]]:
+    """The project's issued (not voided) invoices as data, by number."""
+    return [_unpack(str(d))[0] for d in conn.execute(
+        select(invoices.c.document)
+        .where(invoices.c.project == project, invoices.c.state == ISSUED)
+        .order_by(invoices.c.number)).scalars()]
+
+
+Render = Callable[[int, list[LineRow], list[dict[str, Any]]], tuple[dict[str, Any], int] | None]
+
+
 @_translate
-def draft_rows(store: Store, project: str, month: str) -> list[LineRow]:
-    """What issuing would bill now: the month's events plus late usage of frozen months.
+def draft_rows(store: Store, project: str, month: str
+               ) -> tuple[list[LineRow], list[dict[str, Any]]]:
+    """What issuing would bill now: the month's events plus late usage of frozen months,
+    and the project's issued invoices (for the adjustments' carried remainder).
 
     Nothing is written.
     """
     with store.read() as conn:
-        return _rows(conn, project, month, None, _frozen_before(conn, project, month))
+        rows = _rows(conn, project, month, None, _frozen_before(conn, project, month))
+        return rows, _history(conn, project)
+
+
+@_translate
+def known_project(store: Store, project: str) -> bool:
+    """Whether ``project`` has any recorded event, invoice or customer record."""
+    with store.read() as conn:
+        for table in (events, invoices, customers):
+            if conn.execute(select(table.c.project).where(table.c.project == project)
+                            .limit(1)).first() is not None:
+                return True
+    return False
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
 
 
 @_translate
 def issue(
-    store: Store, project: str, month: str, issued_at: int,
-    render: Callable[[int, list[LineRow]], tuple[dict[str, Any], int]],
-) -> dict[str, Any]:
+    store: Store, project: str, month: str, issued_at: int, render: Render,
+) -> dict[str, Any] | None:
     """Issue (freeze) the invoice of ``project`` for ``month`` once; return it as data.
 
-    ``render(number, rows)`` turns the aggregated rows into ``(invoice data, total_units)``;
-    it runs inside the transaction, so a failure there issues nothing.
+    ``render(number, rows, history)`` turns the aggregated rows into ``(invoice data,
+    total_units)``, or None to issue nothing (then None is returned); it runs inside the
+    transaction, so a failure there issues nothing.
     """
     with store.write() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+        _lock(conn)
         existing = _issued(conn, project, month)
         if existing is not None:
             return existing
@@ -170,13 +217,16 @@ def issue(
         rows = _rows(conn, project, month, watermark, frozen)
         number = int(conn.execute(
             select(func.coalesce(func.max(invoices.c.number), 0) + 1)).scalar_one())
-        data, total_units = render(number, rows)
+        rendered = render(number, rows, _history(conn, project))
+        if rendered is None:
+            return None
+        data, total_units = rendered
         document = json.dumps({"v": DOC_VERSION, "last_event_id": watermark, "invoice": data},
                               ensure_ascii=False)
         key = conn.execute(
             invoices.insert().values(number=number, project=project, month=month,
                                      issued_at=issued_at, total_units=total_units,
-                                     document=document)
+                                     document=document, state=ISSUED)
         ).inserted_primary_key
         assert key is not None
         for f in frozen:
@@ -193,7 +243,8 @@ def projects_to_invoice(store: Store, month: str) -> list[str]:
             select(events.c.project).where(events.c.month == month, _chargeable()).distinct()
         ).scalars())
         found.update(conn.execute(
-            select(invoices.c.project).where(invoices.c.month == month)).scalars())
+            select(invoices.c.project).where(invoices.c.month == month,
+                                             invoices.c.state == ISSUED)).scalars())
         for f in _frozen(conn, invoices.c.month < month):
             if f.project not in found and conn.execute(
                 select(events.c.id).where(*_late(f), _chargeable()).limit(1)
@@ -202,11 +253,71 @@ def projects_to_invoice(store: Store, month: str) -> list[str]:
     return sorted(found)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An invoice as stored: its document, state, and the credit note that voided it."""
+
+    data: dict[str, Any]
+    state: str
+    voided_at: int | None
+    credit_note: int | None
+
+
 @_translate
-def issued_invoices(store: Store, month: str | None = None) -> list[dict[str, Any]]:
-    """Every issued invoice (of ``month``, if given) as data, by number."""
+def issued_invoices(store: Store, month: str | None = None, *,
+                    include_void: bool = False) -> list[Stored]:
+    """Every issued invoice (of ``month``, if given; voided ones too if asked), by number."""
     with store.read() as conn:
-        stmt = select(invoices.c.document).order_by(invoices.c.number)
+        stmt = (select(invoices.c.document, invoices.c.state, invoices.c.voided_at,
+                       credit_notes.c.number)
+                .outerjoin(credit_notes, credit_notes.c.invoice_number == invoices.c.number)
+                .order_by(invoices.c.number))
         if month is not None:
             stmt = stmt.where(invoices.c.month == month)
-        return [_unpack(str(d))[0] for d in conn.execute(stmt).scalars()]
+        if not include_void:
+            stmt = stmt.where(invoices.c.state == ISSUED)
+        return [Stored(_unpack(str(d))[0], str(st), None if v is None else int(v),
+                       None if cn is None else int(cn))
+                for d, st, v, cn in conn.execute(stmt).all()]
+
+
+@_translate
+def void(store: Store, number: int, voided_at: int,
+         render: Callable[[int, dict[str, Any]], tuple[dict[str, Any], int, str]]
+         ) -> dict[str, Any]:
+    """Void invoice ``number`` and issue its credit note; return the credit note as data.
+
+    ``render(credit_number, invoice_data)`` makes ``(credit note data, total_units, reason)``.
+    """
+    with store.write() as conn:
+        _lock(conn)
+        row = conn.execute(select(invoices.c.id, invoices.c.document, invoices.c.state,
+                                  invoices.c.project, invoices.c.month)
+                           .where(invoices.c.number == number)).first()
+        if row is None:
+            raise InvalidInput(f"no invoice INV-{number:06d}")
+        if row[2] != ISSUED:
+            cn = conn.execute(select(credit_notes.c.number)
+                              .where(credit_notes.c.invoice_number == number)).scalar()
+            raise InvalidInput(f"INV-{number:06d} is already void (credit note "
+                               f"CN-{int(cn or 0):06d})")
+        credit = int(conn.execute(
+            select(func.coalesce(func.max(credit_notes.c.number), 0) + 1)).scalar_one())
+        data, total_units, reason = render(credit, _unpack(str(row[1]))[0])
+        conn.execute(update(invoices).where(invoices.c.id == row[0])
+                     .values(state=VOID, voided_at=voided_at))
+        conn.execute(update(events).where(events.c.invoice_id == row[0])
+                     .values(invoice_id=None))
+        conn.execute(credit_notes.insert().values(
+            number=credit, invoice_number=number, project=row[3], month=row[4],
+            issued_at=voided_at, total_units=total_units, reason=reason,
+            document=json.dumps({"v": DOC_VERSION, "credit_note": data}, ensure_ascii=False)))
+        return data
+
+
+@_translate
+def credit_note_list(store: Store) -> list[dict[str, Any]]:
+    """Every credit note as data, by number."""
+    with store.read() as conn:
+        return [json.loads(str(d))["credit_note"] for d in conn.execute(
+            select(credit_notes.c.document).order_by(credit_notes.c.number)).scalars()]

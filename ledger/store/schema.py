@@ -9,7 +9,12 @@ indexes and sums them exactly.
 * ``holds``   — TigerBeetle-style pending reservations: pending → posted | voided | expired.
 * ``events``  — append-only record of every call (ok, failed, refused, cancelled); the source
   of truth for invoices and audits. ``call_id`` makes every settle, void and replay idempotent.
-* ``invoices`` — issued (frozen) invoices, numbered in sequence.
+* ``invoices`` — issued (frozen) invoices, numbered in sequence; ``state`` is ``issued`` or
+  ``void``. At most one *issued* invoice per (project, month) (a partial unique index): a
+  voided month can be issued again.
+* ``credit_notes`` — one per voided invoice, numbered in their own sequence.
+* ``issuer``  — the seller printed on every invoice (one row, ``id = 1``).
+* ``customers`` — the bill-to party of a project and its tax rate (millionths).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -159,5 +165,47 @@ invoices = Table(
     Column("issued_at", BigInteger, nullable=False),
     Column("total_units", BigInteger, nullable=False),
     Column("document", Text, nullable=False),
-    UniqueConstraint("project", "month"),
+    Column("state", String(10), nullable=False, server_default="issued"),
+    Column("voided_at", BigInteger, nullable=True),
+    Index("ix_invoices_project_month_issued", "project", "month", unique=True,
+          sqlite_where=text("state = 'issued'"), postgresql_where=text("state = 'issued'")),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("number", BigInteger, nullable=False, unique=True),
+    Column("invoice_number", BigInteger, nullable=False, unique=True),
+    Column("project", String(200), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("total_units", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("document", Text, nullable=False),
+)
+
+issuer = Table(
+    "issuer",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("address", Text, nullable=False),
+    Column("tax_id", String(100), nullable=False),
+    Column("payment_terms_days", Integer, nullable=False),
+    Column("payment_details", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("project", String(200), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("address", Text, nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("tax_id", String(100), nullable=False),
+    Column("tax_rate", BigInteger, nullable=False),  # millionths: 200000 is 20%
+    Column("tax_name", String(50), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
