@@ -542,7 +542,14 @@ def invoice(book: Ledger, project: str, month: str, *, draft: bool = False,
     """The invoice of ``project`` for ``month`` (``YYYY-MM``); see the module docstring.
 
     Issuing (the default) freezes it and numbers it; ``draft=True`` never writes anything.
+    Computed in the invoice's own decimal context, whatever the caller's.
     """
+    with _exact():
+        return _invoice(book, project, month, draft=draft, include_empty=include_empty)
+
+
+def _invoice(book: Ledger, project: str, month: str, *, draft: bool,
+             include_empty: bool) -> Invoice:
     from .core import check_name
 
     check_name(project, "project")
@@ -588,6 +595,11 @@ def invoice(book: Ledger, project: str, month: str, *, draft: bool = False,
 def void_invoice(book: Ledger, number: int | str, *, reason: str) -> CreditNote:
     """Void an issued invoice: a credit note for its full amount (``CN-000001``, its own
     sequence), its late usage back to the pending pool, and its month open to be issued again."""
+    with _exact():
+        return _void_invoice(book, number, reason)
+
+
+def _void_invoice(book: Ledger, number: int | str, reason: str) -> CreditNote:
     from .parties import check_text
 
     seq = invoice_number(number)

@@ -10,8 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import Ledger, ManualClock
-from ledger.invoice import Invoice, build_invoice, invoices_for_month, issued_invoices
+from ledger import InvalidInput, Ledger, ManualClock
+from ledger.invoice import (
+    Invoice,
+    build_invoice,
+    credit_notes,
+    invoices_for_month,
+    issued_invoices,
+)
 from ledger.money import from_units, round_half_even_to_cent
 from ledger.pricing import cost_units
 from ledger.store.invoices import LineRow
@@ -281,3 +287,325 @@ def test_invoice_total_matches_recorded_costs(tmp_path_factory: pytest.TempPathF
         assert inv.exact_total == charged
         assert inv.total == sum((ln.amount for ln in inv.lines), Decimal(0))
         assert sum(ln.calls for ln in inv.lines) == sum(1 for p, c, _, _ in calls if p or c)
+
+
+# -- issue 11: the document, the lifecycle, credit notes ---------------------------------------
+JAN = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def seller(priced: Ledger) -> Ledger:
+    """A ledger with an issuer and a customer (20% VAT) for acme."""
+    priced.set_issuer(name="Seller Ltd", address="1 Main St\nLondon", tax_id="GB123",
+                      payment_terms_days=14, payment_details="IBAN GB00 0000")
+    priced.set_customer("acme", name="Café Zürich — 東京", address="Bahnhofstr. 1",
+                        email="billing@acme.test", tax_id="CHE-1", tax_rate=Decimal("0.20"),
+                        tax_name="VAT")
+    return priced
+
+
+class TestDocument:
+    def test_issuer_customer_dates_period_and_tax(self, seller: Ledger) -> None:
+        """Issue 11: seller and bill-to blocks, due date from the terms, period dates, tax once."""
+        seller.record("acme", "m", 1234, 567, at=at(2))      # 0.01801 -> 0.02
+        seller.record("acme", "m", 1000, 2000, at=at(16))    # 0.11
+        inv = seller.invoice("acme", "2026-11")
+        assert inv.number == 1 and inv.label == "INV-000001" and inv.state == "issued"
+        assert inv.issued_at == LATER and inv.due_at == LATER + timedelta(days=14)
+        assert (inv.period_start.isoformat(), inv.period_end.isoformat()) == (
+            "2026-11-01", "2026-11-30")
+        assert inv.period == "1–30 Nov 2026"
+        assert inv.subtotal == Decimal("0.13") and inv.tax_rate == Decimal("0.20")
+        assert inv.tax == Decimal("0.03")                     # 0.026 half-even -> 0.03, once
+        assert inv.total == inv.amount_due == Decimal("0.16") and inv.tax_name == "VAT"
+        assert inv.issuer is not None and inv.issuer.name == "Seller Ltd"
+        assert inv.customer is not None and inv.bill_to == "Café Zürich — 東京"
+        assert [ln.dates for ln in inv.lines] == ["2 Nov 2026", "16 Nov 2026"]
+        data = inv.to_dict()
+        assert (data["subtotal"], data["tax"], data["total"]) == ("0.13", "0.03", "0.16")
+        assert Invoice.from_dict(data) == inv
+        # the issued document keeps the parties it had, whatever is recorded later
+        seller.set_customer("acme", name="Renamed", tax_rate=Decimal("0.5"))
+        assert seller.invoice("acme", "2026-11") == inv
+
+    def test_no_tax_line_without_a_rate_and_the_project_as_bill_to(self, priced: Ledger) -> None:
+        """Issue 11: no customer record: bill to the project name, no tax, due in 30 days."""
+        priced.record("acme", "m", 1000, 0, at=at(2))
+        inv = priced.invoice("acme", "2026-11")
+        assert (inv.bill_to, inv.tax, inv.tax_rate, inv.subtotal, inv.total) == (
+            "acme", Decimal("0.00"), None, Decimal("0.01"), Decimal("0.01"))
+        assert inv.due_at == LATER + timedelta(days=30)
+
+    def test_tax_is_half_even_on_the_subtotal_in_any_caller_context(self, seller: Ledger) -> None:
+        """Issue 11 / issue 9 item 16: tax = round_half_even(subtotal × rate) in a local context."""
+        import decimal
+
+        seller.set_customer("acme", name="Acme", tax_rate=Decimal("0.125"))
+        for _ in range(100):
+            seller.record("acme", "kimi-k2.5", 50_000, 0, at=at(3))   # 100 × $1.00
+        with decimal.localcontext() as ctx:
+            ctx.prec = 3
+            inv = seller.invoice("acme", "2026-11")
+        assert inv.subtotal == Decimal("100.00") and inv.tax == Decimal("12.50")
+        assert inv.total == Decimal("112.50")
+
+    def test_cached_tokens_are_their_own_sub_line_at_their_price(self, any_book: Ledger,
+                                                                 clock: ManualClock) -> None:
+        """Issue 11: every component is quantity × unit price = amount; they add up to the line."""
+        any_book.set_price("c", input_per_1k=Decimal("0.30"), output_per_1k=Decimal("0.60"),
+                           cached_input_per_1k=Decimal("0.03"), effective_from=NOV)
+        any_book.record("acme", "c", 1000, 100, cached_tokens=800, at=at(2))
+        clock.set(DEC)
+        line = any_book.invoice("acme", "2026-11").lines[0]
+        parts = [(c.label, c.quantity, c.unit_price, c.amount) for c in line.components]
+        assert parts == [("input tokens", 200, Decimal("0.300"), Decimal("0.06")),
+                         ("cached input tokens", 800, Decimal("0.030"), Decimal("0.024")),
+                         ("output tokens", 100, Decimal("0.600"), Decimal("0.06"))]
+        for _, qty, price, amount in parts:
+            assert qty * price / 1000 == amount
+        assert sum(p[3] for p in parts) == line.exact_amount == Decimal("0.144")
+
+    def test_estimated_charges_are_counted_on_their_line(self, any_book: Ledger,
+                                                         clock: ManualClock) -> None:
+        """Issue 11: lines with estimated charges (missing usage, cut streams) are marked."""
+        hold = any_book.hold("acme", "kimi-k2.5", 1000, 100)
+        any_book.settle(hold.call_id, 1000, 100, estimated=True)
+        any_book.record("acme", "kimi-k2.5", 1000, 100)
+        clock.set(DEC)
+        inv = any_book.invoice("acme", "2026-11")
+        assert [(ln.calls, ln.estimated_calls) for ln in inv.lines] == [(2, 1)]
+        assert inv.estimated_calls == 1
+
+
+class TestLifecycle:
+    def test_a_month_not_over_and_a_future_month_are_refused(self, book: Ledger) -> None:
+        """Issue 11: issuing November on Nov 10, or January, is refused; nothing is numbered."""
+        book.record("acme", "kimi-k2.5", 1000, 0)
+        with pytest.raises(InvalidInput, match="not over"):
+            book.invoice("acme", "2026-11")
+        with pytest.raises(InvalidInput, match="future"):
+            book.invoice("acme", "2027-01")
+        assert issued_invoices(book) == []
+        assert book.invoice("acme", "2026-11", draft=True).total == Decimal("0.02")
+        assert book.invoice("acme", "2027-01", draft=True).number is None
+
+    def test_an_unknown_project_is_refused(self, book: Ledger, clock: ManualClock) -> None:
+        """Issue 11: a typo'd project (no usage, no customer record) gets no INV number."""
+        book.record("acme", "kimi-k2.5", 1000, 0)
+        clock.set(DEC)
+        with pytest.raises(InvalidInput, match="no usage and no customer"):
+            book.invoice("acmee", "2026-11")
+        assert book.invoice("acme", "2026-11").number == 1  # gap-free: the next one is 1
+
+    def test_a_zero_month_is_not_numbered_unless_asked(self, book: Ledger,
+                                                       clock: ManualClock) -> None:
+        """Issue 11: a $0.00 month comes back unnumbered unless include_empty."""
+        book.record("acme", "kimi-k2.5", 100, 0, at=at(3))       # $0.002 -> $0.00
+        clock.set(DEC)
+        empty = book.invoice("acme", "2026-11")
+        assert (empty.number, empty.total, empty.draft) == (None, Decimal("0.00"), True)
+        assert issued_invoices(book) == []
+        inv = book.invoice("acme", "2026-11", include_empty=True)
+        assert inv.number == 1 and inv.total == Decimal("0.00")
+
+    def test_a_future_month_does_not_take_pending_adjustments(self, priced: Ledger,
+                                                               clock: ManualClock) -> None:
+        """Issue 11: a future month is refused, so November's late usage stays pending."""
+        clock.set(DEC)
+        priced.record("acme", "m", 1000, 0, at=at(3))
+        priced.invoice("acme", "2026-11")
+        priced.record("acme", "m", 1000, 0, at=at(20))           # late: 0.05
+        with pytest.raises(InvalidInput):
+            priced.invoice("acme", "2027-03")
+        clock.set(JAN)
+        dec = priced.invoice("acme", "2026-12")
+        assert [(ln.kind, ln.amount) for ln in dec.lines] == [("adjustment", Decimal("0.05"))]
+
+    def test_numbers_are_gap_free_under_concurrent_issuing(self, any_url: str,
+                                                           clock: ManualClock) -> None:
+        """Issue 11: eight projects issued at once by four ledgers get numbers 1..8, once each."""
+        clock.set(DEC)
+        books = [Ledger(any_url, clock=clock) for _ in range(4)]
+        try:
+            projects = [f"p{i}" for i in range(8)]
+            for p in projects:
+                books[0].record(p, "kimi-k2.5", 1000, 0, at=at(3))
+            barrier = threading.Barrier(len(books))
+            errors: list[BaseException] = []
+
+            def issue(b: Ledger) -> None:
+                barrier.wait()
+                try:
+                    for p in projects:
+                        b.invoice(p, "2026-11")
+                except BaseException as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=issue, args=(b,)) for b in books]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            assert errors == []
+            invs = issued_invoices(books[0])
+            assert sorted(i.number or 0 for i in invs) == list(range(1, 9))
+            assert sorted(i.project for i in invs) == projects
+        finally:
+            for b in books:
+                b.close()
+
+
+class TestCreditNotes:
+    def test_void_issues_a_credit_note_and_the_month_can_be_issued_again(
+            self, seller: Ledger) -> None:
+        """Issue 11: void -> CN-000001 referencing the invoice; re-issue takes the next number."""
+        seller.record("acme", "m", 1000, 0, at=at(3))                # 0.01 + 20% = 0.01
+        seller.record("acme", "m", 10_000, 0, at=at(4))              # 0.10
+        first = seller.invoice("acme", "2026-11")
+        note = seller.void_invoice(first.label, reason="wrong customer address")
+        assert (note.number, note.invoice_number, note.reason) == (
+            "CN-000001", "INV-000001", "wrong customer address")
+        assert (note.subtotal, note.tax, note.total) == (-first.subtotal, -first.tax,
+                                                        -first.total)
+        assert note.lines == first.lines and note.customer == first.customer
+        listed = issued_invoices(seller, include_void=True)
+        assert [(i.label, i.state, i.credit_note) for i in listed] == [
+            ("INV-000001", "void", "CN-000001")]
+        assert issued_invoices(seller) == []
+        again = seller.invoice("acme", "2026-11")
+        assert again.number == 2 and again.total == first.total
+        assert seller.invoice("acme", "2026-11") == again
+        assert [c.number for c in credit_notes(seller)] == ["CN-000001"]
+
+    def test_voided_adjustments_return_to_the_pending_pool(self, priced: Ledger,
+                                                           clock: ManualClock) -> None:
+        """Issue 11: late usage billed on a voided invoice is billed again, exactly once."""
+        clock.set(DEC)
+        priced.record("acme", "m", 1000, 0, at=at(3))
+        priced.invoice("acme", "2026-11")
+        priced.record("acme", "m", 1000, 0, at=at(20))                # late: 0.05
+        priced.record("acme", "kimi-k2.5", 1000, 0, at=at(3, DEC))    # 0.02
+        clock.set(JAN)
+        dec = priced.invoice("acme", "2026-12")
+        assert dec.total == Decimal("0.07")
+        priced.void_invoice(dec.number or 0, reason="re-issue")
+        redo = priced.invoice("acme", "2026-12")
+        assert [(ln.kind, ln.amount) for ln in redo.lines] == [
+            ("usage", Decimal("0.02")), ("adjustment", Decimal("0.05"))]
+        clock.set(LATER)
+        assert priced.invoice("acme", "2027-01", draft=True).lines == ()
+
+    def test_voiding_a_month_whose_late_usage_was_billed_later_does_not_bill_it_twice(
+            self, priced: Ledger, clock: ManualClock) -> None:
+        """Issue 11: re-issuing November skips its late usage already billed on December."""
+        clock.set(DEC)
+        priced.record("acme", "m", 1000, 0, at=at(3))                 # 0.01
+        nov = priced.invoice("acme", "2026-11")
+        priced.record("acme", "m", 1000, 0, at=at(20))                # late: 0.05
+        clock.set(JAN)
+        assert priced.invoice("acme", "2026-12").total == Decimal("0.05")
+        priced.void_invoice(nov.label, reason="typo")
+        assert priced.invoice("acme", "2026-11").total == Decimal("0.01")
+
+    @pytest.mark.parametrize("number, reason, match", [
+        ("INV-000009", "x", "no invoice INV-000009"),
+        ("INV-0000x1", "x", "looks like INV-000005"),
+        (0, "x", "looks like INV-000005"),
+        ("INV-000001", "  ", "reason must not be empty"),
+    ])
+    def test_bad_voids_are_refused(self, seller: Ledger, number: object, reason: str,
+                                   match: str) -> None:
+        """Issue 11: unknown or malformed numbers and an empty reason are InvalidInput."""
+        seller.record("acme", "m", 1000, 0, at=at(3))
+        seller.invoice("acme", "2026-11")
+        with pytest.raises(InvalidInput, match=match):
+            seller.void_invoice(number, reason=reason)  # type: ignore[arg-type]
+        assert credit_notes(seller) == []
+
+    def test_an_invoice_is_voided_once(self, seller: Ledger) -> None:
+        """Issue 11: a second void of the same invoice is refused, naming its credit note."""
+        seller.record("acme", "m", 1000, 0, at=at(3))
+        seller.invoice("acme", "2026-11")
+        seller.void_invoice("INV-000001", reason="first")
+        with pytest.raises(InvalidInput, match="already void.*CN-000001"):
+            seller.void_invoice("INV-000001", reason="second")
+
+
+class TestParties:
+    @pytest.mark.parametrize("rate, error", [
+        (0.2, TypeError), (Decimal("1.5"), InvalidInput), (Decimal("-0.1"), InvalidInput),
+        (Decimal("0.1234567"), InvalidInput), ("NaN", InvalidInput), ("abc", InvalidInput),
+    ])
+    def test_bad_tax_rates_are_refused(self, book: Ledger, rate: object,
+                                       error: type[Exception]) -> None:
+        """Issue 11: a float rate raises TypeError; out of range or too precise: InvalidInput."""
+        with pytest.raises(error):
+            book.set_customer("acme", name="Acme", tax_rate=rate)  # type: ignore[arg-type]
+        assert book.customer("acme") is None
+
+    def test_bad_fields_are_refused(self, book: Ledger) -> None:
+        """Issue 11: an empty name, a bad email, NUL characters, negative terms."""
+        with pytest.raises(InvalidInput, match="name"):
+            book.set_issuer(name=" ")
+        with pytest.raises(InvalidInput, match="email"):
+            book.set_customer("acme", name="Acme", email="not an email")
+        with pytest.raises(InvalidInput, match="NUL"):
+            book.set_customer("acme", name="A\x00B")
+        with pytest.raises(InvalidInput, match="payment_terms_days"):
+            book.set_issuer(name="S", payment_terms_days=-1)
+        with pytest.raises(TypeError):
+            book.set_issuer(name="S", payment_terms_days="30")  # type: ignore[arg-type]
+
+    def test_records_round_trip_and_replace(self, book: Ledger) -> None:
+        """Issue 11: set_issuer / set_customer store what they were given, literally."""
+        book.set_issuer(name="Seller", address="A\nB", payment_details="IBAN 1")
+        book.set_customer("acme", name="Café 東京", tax_rate="0.0825", tax_name="Sales tax")
+        book.set_customer("acme", name="Café 東京 GmbH", tax_rate=Decimal("0.19"))
+        issuer, customer = book.issuer(), book.customer("acme")
+        assert issuer is not None and (issuer.address, issuer.payment_terms_days) == ("A\nB", 30)
+        assert customer is not None and (customer.name, customer.tax_rate) == (
+            "Café 東京 GmbH", Decimal("0.19"))
+
+
+class TestAdjustmentCarry:
+    def test_six_small_late_batches_are_billed_what_they_cost(self, book: Ledger,
+                                                             clock: ManualClock) -> None:
+        """Issue 9 item 17: $0.0294 of late usage over six invoices bills $0.03, not $0.00."""
+        clock.set(DEC)
+        book.record("acme", "kimi-k2.5", 50_000, 0, at=at(3))         # November: $1.00
+        book.invoice("acme", "2026-11")
+        months = ["2026-12", "2027-01", "2027-02", "2027-03", "2027-04", "2027-05"]
+        billed = []
+        for i, month in enumerate(months):
+            book.record("acme", "kimi-k2.5", 245, 0, at=at(20))       # late: $0.0049
+            book.record("acme", "kimi-k2.5", 50_000, 0,
+                        at=datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+                        + timedelta(days=2))                           # $1.00 in the month
+            clock.set(datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=31 * (i + 1)))
+            inv = book.invoice("acme", month)
+            assert inv.number is not None
+            billed.extend(ln.amount for ln in inv.adjustment_lines)
+        assert len(billed) == 6
+        assert sum(billed) == Decimal("0.03")                        # round(0.0294)
+        assert billed == [Decimal("0.00"), Decimal("0.01"), Decimal("0.00"), Decimal("0.01"),
+                          Decimal("0.00"), Decimal("0.01")]
+        last = issued_invoices(book)[-1].adjustment_lines[0]
+        assert last.carried_in == Decimal("0.0045")
+        assert any(c.label.startswith("rounding carried") and c.amount == Decimal("0.0045")
+                   for c in last.components)
+
+    def test_a_voided_adjustment_takes_its_remainder_with_it(self, book: Ledger,
+                                                             clock: ManualClock) -> None:
+        """Issue 9 item 17: the carry counts only invoices that stand (not voided ones)."""
+        clock.set(DEC)
+        book.record("acme", "kimi-k2.5", 50_000, 0, at=at(3))
+        book.invoice("acme", "2026-11")
+        book.record("acme", "kimi-k2.5", 245, 0, at=at(20))           # late: $0.0049
+        book.record("acme", "kimi-k2.5", 50_000, 0, at=at(3, DEC))
+        clock.set(JAN)
+        dec = book.invoice("acme", "2026-12")
+        assert [ln.amount for ln in dec.adjustment_lines] == [Decimal("0.00")]
+        book.void_invoice(dec.label, reason="redo")
+        redo = book.invoice("acme", "2026-12")
+        assert [(ln.exact_amount, ln.carried_in, ln.amount) for ln in redo.adjustment_lines] == [
+            (Decimal("0.0049"), Decimal("0.00"), Decimal("0.00"))]
