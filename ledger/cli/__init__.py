@@ -193,11 +193,12 @@ def _register() -> None:
     from .db import db
     from .estimate import estimate
     from .invoice import invoice
+    from .parties import customer, issuer
     from .price import price
     from .replay import replay
     from .usage import usage
 
-    for command in (db, price, budget, estimate, usage, invoice, replay):
+    for command in (db, price, budget, estimate, usage, invoice, issuer, customer, replay):
         main.add_command(command)
 
 

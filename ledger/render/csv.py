@@ -18,7 +18,7 @@ from ..money import money_str, price_from_units
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
-    from ..invoice import Invoice
+    from ..invoice import CreditNote, Invoice
     from ..pricing import Price
     from ..reports import BudgetReport, Calibration, UsageRow
 
@@ -80,6 +80,24 @@ def invoices(out: IO[str], invs: Iterable[Invoice]) -> int:
                        line.exact_amount, line.amount, inv.total]
 
     return write_rows(out, INVOICE_HEADER, rows())
+
+
+CREDIT_NOTE_HEADER = ("credit_note", "invoice", "project", "month", "currency", "issued_at",
+                      "reason", "kind", "model", "adjusts_month", "calls", "prompt_tokens",
+                      "completion_tokens", "cached_tokens", "amount", "subtotal", "tax",
+                      "total")
+
+
+def credit_note(out: IO[str], note: CreditNote) -> int:
+    """One row per credited line (amounts negative: credited); totals on every row."""
+    head: list[Cell] = [note.number, note.invoice_number, note.project, note.month,
+                        note.currency, note.issued_at, note.reason]
+    tail: list[Cell] = [note.subtotal, note.tax, note.total]
+    rows: list[list[Cell]] = [
+        [*head, line.kind, line.model, line.adjusts_month, line.calls, line.prompt_tokens,
+         line.completion_tokens, line.cached_tokens, -line.amount, *tail]
+        for line in note.lines] or [[*head, "", "", "", 0, 0, 0, 0, Decimal("0.00"), *tail]]
+    return write_rows(out, CREDIT_NOTE_HEADER, rows)
 
 
 REPORT_HEADER = ("month", "project", "budget", "limit", "spent", "reserved", "remaining",

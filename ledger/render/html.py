@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from decimal import Decimal
 from html import escape
 
-from ..invoice import Invoice
+from ..invoice import CreditNote, Invoice
 from ..money import money_str
 from ..reports import BudgetReport, BudgetRow
 from . import dollars
+from .document import Document
 
 CSS = """
 :root { color-scheme: light; }
@@ -52,50 +53,107 @@ def _page(title: str, body: str) -> str:
             "</body>\n</html>\n")
 
 
-# -- invoices ----------------------------------------------------------------------------------
+# -- invoices and credit notes ---------------------------------------------------------------
+DOC_CSS = """
+.doc { overflow-wrap: anywhere; }
+.parties { display: flex; flex-wrap: wrap; gap: 1.5rem 3rem; margin: 1rem 0; }
+.parties > div { flex: 1 1 14rem; min-width: 0; }
+.parties h3 { font-size: .8rem; text-transform: uppercase; letter-spacing: .08em; color: #666;
+              margin: 0 0 .3rem; }
+.parties p { margin: 0; white-space: pre-line; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; min-width: 0; }
+table.lines { table-layout: fixed; }
+table.lines col.desc { width: 46%; } table.lines col.qty { width: 16%; }
+table.lines col.price { width: 18%; } table.lines col.amount { width: 20%; }
+td.desc { overflow-wrap: anywhere; word-break: break-word; }
+td.n { overflow-wrap: anywhere; white-space: normal; }
+tr.sub td { color: #555; font-size: .85rem; border-bottom: 1px dotted #eee; }
+tr.sub td.desc { padding-left: 1.6rem; }
+.dates { color: #666; font-size: .85rem; white-space: nowrap; }
+tfoot tr td { font-weight: 400; border-top: none; } tfoot tr.grand td { font-weight: 700;
+  border-top: 2px solid #333; }
+.notes { color: #555; font-size: .8rem; }
+@page { margin: 16mm 14mm; }
+@media print {
+  body { font-size: 10pt; }
+  thead { display: table-header-group; } tfoot { display: table-footer-group; }
+  tr { break-inside: avoid; } .parties, dl.meta { break-inside: avoid; }
+  .doc-header { position: running(docheader); }
+}
+"""
+
+
+def _doc_page(doc: Document) -> str:
+    header = f"{doc.number} \u00b7 {doc.customer}"
+    page_css = ("@page { @top-left { content: \"" + _css_string(header) + "\"; font-size: 8pt; "
+                "color: #666; } @bottom-right { content: \"Page \" counter(page) \" of \" "
+                "counter(pages); font-size: 8pt; color: #666; } }")
+    return (f"<style>{DOC_CSS}{page_css}</style>\n<article class=\"doc\" "
+            f"data-number=\"{e(doc.number)}\">\n{_doc_body(doc)}</article>\n")
+
+
+def _css_string(text: str) -> str:
+    """``text`` inside a CSS double-quoted string: only letters, digits and a few safe
+    characters stay; everything else is a CSS escape (so ``</style>`` cannot end the block)."""
+    return "".join(ch if ch.isalnum() or ch in " -_.,:;" else f"\\{ord(ch):x} " for ch in text)
+
+
+def _doc_body(doc: Document) -> str:
+    meta = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in doc.meta)
+    rows = []
+    for row in doc.rows:
+        if row.sub:
+            rows.append(f"<tr class=\"sub\"><td class=\"desc\">{e(row.description)}</td>"
+                        f"<td class=\"n\">{e(row.quantity)}</td>"
+                        f"<td class=\"n\">{e(row.unit_price)}</td>"
+                        f"<td class=\"n\">{e(row.amount)}</td></tr>\n")
+        else:
+            dates = f" <span class=\"dates\">{e(row.dates)}</span>" if row.dates else ""
+            rows.append(f"<tr class=\"line\"><td class=\"desc\"><strong>{e(row.description)}"
+                        f"</strong>{dates}</td><td class=\"n\">{e(row.quantity)}</td>"
+                        f"<td class=\"n\"></td><td class=\"n\">{e(row.amount)}</td></tr>\n")
+    if not doc.rows:
+        rows.append(f"<tr><td colspan=\"4\">{e(doc.empty)}</td></tr>\n")
+    totals = "".join(
+        f"<tr class=\"{'grand' if i == len(doc.totals) - 1 else 'sum'}\"><td colspan=\"3\">"
+        f"{e(k)}</td><td class=\"n\">{e(v)}</td></tr>\n" for i, (k, v) in enumerate(doc.totals))
+    title = (f"<h1><span class=\"draft\">DRAFT</span> invoice</h1>" if doc.draft
+             else f"<h1>{e(doc.title)}</h1>")
+    return (
+        f"{title}\n<div class=\"parties\"><div class=\"seller\"><h3>From</h3><p>"
+        f"{e(chr(10).join(doc.seller))}</p></div><div class=\"bill-to\"><h3>Bill to</h3><p>"
+        f"{e(chr(10).join(doc.bill_to))}</p></div></div>\n"
+        f"<dl class=\"meta\">{meta}</dl>\n"
+        "<table class=\"lines\"><colgroup><col class=\"desc\"><col class=\"qty\">"
+        "<col class=\"price\"><col class=\"amount\"></colgroup>\n"
+        "<thead><tr><th>Description</th><th class=\"n\">Quantity</th>"
+        "<th class=\"n\">Unit price</th><th class=\"n\">Amount</th></tr></thead>\n"
+        "<tbody>\n" + "".join(rows) + "</tbody>\n<tfoot>\n" + totals + "</tfoot>\n</table>\n"
+        + "".join(f"<p class=\"notes\">{e(n)}</p>\n" for n in doc.notes))
+
+
 def invoice(inv: Invoice) -> str:
-    """One invoice as a self-contained, printable HTML page."""
-    return _page(f"{inv.label} {inv.project} {inv.month}", _invoice_body(inv))
+    """One invoice as a self-contained, printable HTML page (A4 or Letter)."""
+    from .document import of_invoice
+
+    return _page(f"{inv.label} {inv.project} {inv.month}", _doc_page(of_invoice(inv)))
+
+
+def credit_note(note: CreditNote) -> str:
+    """A credit note as a self-contained, printable HTML page."""
+    from .document import of_credit_note
+
+    return _page(f"{note.number} {note.project} {note.month}", _doc_page(of_credit_note(note)))
 
 
 def invoices(invs: Iterable[Invoice], month: str) -> str:
     """Several invoices on one page (each starts a new printed page)."""
-    body = "".join(f"<section style=\"break-after: page\">{_invoice_body(i)}</section>\n"
-                   for i in invs)
+    from .document import of_invoice
+
+    body = "".join(f"<section style=\"break-after: page\">{_doc_page(of_invoice(i))}"
+                   "</section>\n" for i in invs)
     return _page(f"Invoices {month}", body)
-
-
-def _invoice_body(inv: Invoice) -> str:
-    status = ("<span class=\"draft\">DRAFT &ndash; not issued</span>" if inv.draft
-              else f"Issued {e(inv.issued_at.strftime('%Y-%m-%d %H:%M UTC'))}")
-    rows = []
-    for line in inv.lines:
-        rows.append(
-            "<tr>"
-            f"<td>{e(line.description)}</td>"
-            f"<td class=\"n\">{_money(line.input_per_1k)}</td>"
-            f"<td class=\"n\">{_money(line.output_per_1k)}</td>"
-            f"<td class=\"n\">{line.calls:,}</td>"
-            f"<td class=\"n\">{line.prompt_tokens:,}</td>"
-            f"<td class=\"n\">{line.completion_tokens:,}</td>"
-            f"<td class=\"n\" title=\"exact: {e(money_str(line.exact_amount))}\">"
-            f"{_money(line.amount)}</td>"
-            "</tr>\n")
-    if not inv.lines:
-        rows.append("<tr><td colspan=\"7\">No usage this month.</td></tr>\n")
-    return (
-        f"<h1>Invoice {e(inv.label)}</h1>\n"
-        f"<p class=\"meta\">Project <strong>{e(inv.project)}</strong> &middot; "
-        f"month {e(inv.month)} &middot; currency {e(inv.currency)} &middot; {status}</p>\n"
-        "<table>\n<thead><tr><th>Description</th><th class=\"n\">Input per 1K</th>"
-        "<th class=\"n\">Output per 1K</th><th class=\"n\">Calls</th>"
-        "<th class=\"n\">Tokens in</th><th class=\"n\">Tokens out</th>"
-        "<th class=\"n\">Amount</th></tr></thead>\n<tbody>\n" + "".join(rows) +
-        "</tbody>\n<tfoot><tr><td colspan=\"6\">Total</td>"
-        f"<td class=\"n\">{_money(inv.total)} {e(inv.currency)}</td></tr></tfoot>\n</table>\n"
-        "<p class=\"note\">One line per model and unit price. Each amount is the exact cost "
-        "of its calls rounded half-even to the cent; the total is the sum of the lines. "
-        "Adjustments bill usage recorded after an earlier month was invoiced.</p>\n")
 
 
 # -- budget report -----------------------------------------------------------------------------

@@ -1,12 +1,18 @@
-"""A real PDF invoice, made with fpdf2.
+"""Real PDF invoices and credit notes, made with fpdf2.
 
 Fonts: a Unicode TrueType font is embedded (subset) when one is found — ``$LEDGER_PDF_FONT``
-(a ``.ttf`` path), else DejaVu Sans, Noto Sans, Liberation Sans or Arial Unicode from the usual
-system locations — so any project or model name prints as written. Without one, the PDF uses
-the built-in Helvetica and text is reduced to Latin-1 safely: accents are kept where Latin-1
-has them, compatible forms are decomposed (NFKD), anything else becomes ``?``. Amounts and
-totals are ASCII and always print exactly. The creation date is the invoice's issue time, so
-the same invoice renders to the same document.
+(a ``.ttf`` path), else DejaVu Sans (Debian ``fonts-dejavu-core``), Noto Sans or Liberation
+Sans from the usual system locations — with a CJK fallback font (``$LEDGER_PDF_FALLBACK_FONT``,
+else Droid Sans Fallback from Debian ``fonts-droid-fallback``, Noto Sans CJK or WenQuanYi)
+for the characters the main font lacks, so "Café Zürich — 東京" prints as written. Without a
+Unicode font the PDF uses the built-in Helvetica and text is reduced to Latin-1 safely
+(accents kept where Latin-1 has them, NFKD forms decomposed, anything else ``?``).
+
+Every page carries the document number, the customer and "Page i of N" (counted per
+document, also when several invoices share one file); the table header repeats on every
+page; long model names wrap (at spaces, else between characters) inside their column;
+amounts have thousands separators. The creation date is the document's issue time, so the
+same invoice renders to the same bytes.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fpdf import FPDF
-from fpdf.enums import TableCellFillMode
+from fpdf.enums import TableCellFillMode, WrapMode
+from fpdf.fonts import FontFace
 
-from ..invoice import Invoice
-from . import dollars
+from ..invoice import CreditNote, Invoice
+from .document import Document, of_credit_note, of_invoice
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -35,10 +42,17 @@ FONT_CANDIDATES = (
     "/System/Library/Fonts/Supplemental/Arial Unicode.ttf",
     "C:/Windows/Fonts/arial.ttf",
 )
+FALLBACK_CANDIDATES = (
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/droid/DroidSansFallback.ttf",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+)
 BOLD_NAMES = {"DejaVuSans.ttf": "DejaVuSans-Bold.ttf",
               "NotoSans-Regular.ttf": "NotoSans-Bold.ttf",
               "LiberationSans-Regular.ttf": "LiberationSans-Bold.ttf",
               "arial.ttf": "arialbd.ttf"}
+MARGIN = 15.0
 
 
 def find_font() -> Path | None:
@@ -50,6 +64,19 @@ def find_font() -> Path | None:
     for candidate in FONT_CANDIDATES:
         path = Path(candidate)
         if path.is_file():
+            return path
+    return None
+
+
+def find_fallback_font() -> Path | None:
+    """A font with CJK glyphs for what the main font lacks, or None."""
+    configured = os.environ.get("LEDGER_PDF_FALLBACK_FONT")
+    if configured is not None:
+        path = Path(configured)
+        return path if configured and path.is_file() else None
+    for candidate in FALLBACK_CANDIDATES:
+        path = Path(candidate)
+        if path.is_file() and path.suffix == ".ttf":
             return path
     return None
 
@@ -69,39 +96,69 @@ def latin1(text: str) -> str:
 
 
 class _Doc(FPDF):
-    def __init__(self, font: Path | None) -> None:
+    def __init__(self, font: Path | None, fallback: Path | None) -> None:
         super().__init__(orientation="portrait", unit="mm", format="A4")
         self.unicode = font is not None
+        self.glyphs: set[int] = set()
         if font is not None:
             bold = font.with_name(BOLD_NAMES.get(font.name, font.name))
             self.add_font("Body", "", str(font))
             self.add_font("Body", "B", str(bold if bold.is_file() else font))
             self.family = "Body"
             self.glyphs = set(getattr(self.fonts.get("body"), "cmap", None) or ())
+            if fallback is not None:
+                self.add_font("Fallback", "", str(fallback))
+                self.add_font("Fallback", "B", str(fallback))
+                self.glyphs |= set(getattr(self.fonts.get("fallback"), "cmap", None) or ())
+                self.set_fallback_fonts(["Fallback"], exact_match=False)
         else:
             self.family = "Helvetica"
-            self.glyphs = set()
-        self.set_auto_page_break(auto=True, margin=15)
-        self.set_margins(15, 15, 15)
+        self.set_auto_page_break(auto=True, margin=MARGIN + 5)
+        self.set_margins(MARGIN, MARGIN + 8, MARGIN)
+        self.current: Document | None = None
+        self.first_page = 1
+        self.pages_of_current = 1
 
     def text_of(self, value: object) -> str:
         text = "" if value is None else str(value)
         text = "".join(ch if ch.isprintable() else " " for ch in text)
         if not self.unicode:
             return latin1(text)
-        if self.glyphs:  # a character the font cannot draw prints as "?", never as nothing
+        if self.glyphs:  # a character no font can draw prints as "?", never as nothing
             text = "".join(ch if ord(ch) in self.glyphs or ch == " " else "?" for ch in text)
         return text
 
     def font(self, size: float, bold: bool = False) -> None:
         self.set_font(self.family, "B" if bold else "", size)
 
+    def header(self) -> None:
+        if self.current is None:
+            return
+        self.set_y(8)
+        self.font(8)
+        self.set_text_color(110)
+        self.cell(0, 5, self.text_of(f"{self.current.number}  ·  {self.current.customer}"
+                                     if self.unicode else
+                                     f"{self.current.number} - {self.current.customer}"),
+                  align="L")
+        self.set_text_color(0)
+        self.set_y(MARGIN + 8)
+
     def footer(self) -> None:
+        if self.current is None:
+            return
         self.set_y(-12)
         self.font(8)
-        self.set_text_color(120)
-        self.cell(0, 5, f"Page {self.page_no()}", align="C")
+        self.set_text_color(110)
+        page = self.page_no() - self.first_page + 1
+        self.cell(0, 5, self.text_of(f"{self.current.number}  ·  Page {page} of "
+                                     f"{self.pages_of_current}"), align="R")
         self.set_text_color(0)
+
+
+def _choose(font: Path | bool | None) -> tuple[Path | None, Path | None]:
+    chosen = find_font() if font is True else (None if font is False else font)
+    return chosen, (find_fallback_font() if chosen is not None else None)
 
 
 def invoice(inv: Invoice, *, font: Path | bool | None = True) -> bytes:
@@ -110,73 +167,119 @@ def invoice(inv: Invoice, *, font: Path | bool | None = True) -> bytes:
     return invoices([inv], font=font)
 
 
+def credit_note(note: CreditNote, *, font: Path | bool | None = True) -> bytes:
+    """A credit note as a PDF document."""
+    return _render([of_credit_note(note)], note.issued_at, f"{note.number} {note.project}",
+                   font)
+
+
 def invoices(invs: Iterable[Invoice], *, font: Path | bool | None = True) -> bytes:
-    """Several invoices in one PDF, one per page."""
-    chosen = find_font() if font is True else (None if font is False else font)
-    doc = _Doc(chosen)
-    doc.set_author("runapi-ledger")
-    doc.set_creator("runapi-ledger")
+    """Several invoices in one PDF, each starting on a new page."""
     items = list(invs)
-    if items:
-        doc.set_title(doc.text_of(f"{items[0].label} {items[0].project} {items[0].month}"))
-        doc.set_creation_date(items[0].issued_at)
-    for inv in items:
-        _page(doc, inv)
-    if not items:
-        doc.add_page()
-        doc.font(11)
-        doc.cell(0, 8, "No invoices.")
-    return bytes(doc.output())
+    title = f"{items[0].label} {items[0].project} {items[0].month}" if items else "Invoices"
+    return _render([of_invoice(i) for i in items], items[0].issued_at if items else None,
+                   title, font)
 
 
-def _page(doc: _Doc, inv: Invoice) -> None:
-    doc.add_page()
-    doc.font(18, bold=True)
-    doc.cell(0, 10, doc.text_of(("DRAFT invoice" if inv.draft else "Invoice ") +
-                                ("" if inv.draft else inv.label)),
-             new_x="LMARGIN", new_y="NEXT")
-    doc.font(10)
-    issued = inv.issued_at.strftime("%Y-%m-%d %H:%M UTC")
-    for label, value in (("Project", inv.project), ("Month", inv.month),
-                         ("Currency", inv.currency),
-                         ("Status", f"draft, not issued ({issued})" if inv.draft
-                          else f"issued {issued}")):
-        doc.font(10, bold=True)
-        doc.cell(25, 6, label)
-        doc.font(10)
-        doc.multi_cell(0, 6, doc.text_of(value), new_x="LMARGIN", new_y="NEXT")
-    doc.ln(4)
-    doc.font(9)
-    headings = ("Description", "Input /1K", "Output /1K", "Calls", "Tokens in", "Tokens out",
-                "Amount")
-    with doc.table(col_widths=(46, 22, 22, 14, 24, 24, 28),
-                   text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
-                   cell_fill_color=245, cell_fill_mode=TableCellFillMode.ROWS,
-                   line_height=6) as table:
-        heading = table.row()
-        for h in headings:
-            heading.cell(h)
-        for line in inv.lines:
-            row = table.row()
-            row.cell(doc.text_of(line.description))
-            row.cell(dollars(line.input_per_1k))
-            row.cell(dollars(line.output_per_1k))
-            row.cell(f"{line.calls:,}")
-            row.cell(f"{line.prompt_tokens:,}")
-            row.cell(f"{line.completion_tokens:,}")
-            row.cell(dollars(line.amount))
-        if not inv.lines:
-            row = table.row()
-            row.cell("No usage this month.", colspan=6)
-            row.cell("$0.00")
-    doc.ln(2)
-    doc.font(12, bold=True)
-    doc.cell(0, 8, f"Total: {dollars(inv.total)} {inv.currency}", align="R",
-             new_x="LMARGIN", new_y="NEXT")
-    doc.ln(4)
-    doc.font(8)
-    doc.set_text_color(90)
-    doc.multi_cell(0, 4, "One line per model and unit price. Each amount is the exact cost of "
-                   "its calls rounded half-even to the cent; the total is the sum of the lines. "
-                   "Adjustments bill usage recorded after an earlier month was invoiced.")
-    doc.set_text_color(0)
+def _render(docs: list[Document], created: object, title: str,
+            font: Path | bool | None) -> bytes:
+    from datetime import datetime
+
+    chosen, fallback = _choose(font)
+    # first pass: each document's page count, for "Page i of N"
+    counts = []
+    for doc in docs:
+        probe = _Doc(chosen, fallback)
+        _draw(probe, doc, 1)
+        counts.append(probe.page_no())
+    out = _Doc(chosen, fallback)
+    out.set_author("runapi-ledger")
+    out.set_creator("runapi-ledger")
+    out.set_title(out.text_of(title))
+    if isinstance(created, datetime):
+        out.set_creation_date(created)
+    for doc, pages in zip(docs, counts, strict=True):
+        _draw(out, doc, pages)
+    if not docs:
+        out.add_page()
+        out.font(11)
+        out.cell(0, 8, "No invoices.")
+    return bytes(out.output())
+
+
+def _draw(pdf: _Doc, doc: Document, pages: int) -> None:
+    pdf.current = doc
+    pdf.pages_of_current = pages
+    pdf.add_page()
+    pdf.first_page = pdf.page_no()
+    width = pdf.epw
+    pdf.font(18, bold=True)
+    pdf.set_text_color(176, 0, 0) if doc.draft else pdf.set_text_color(0)
+    pdf.multi_cell(width, 9, pdf.text_of(doc.title), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0)
+    pdf.ln(2)
+    # seller and bill-to, side by side
+    half = (width - 10) / 2
+    top = pdf.get_y()
+    for i, (heading, lines) in enumerate((("FROM", doc.seller), ("BILL TO", doc.bill_to))):
+        pdf.set_xy(pdf.l_margin + i * (half + 10), top)
+        pdf.font(7, bold=True)
+        pdf.set_text_color(110)
+        pdf.cell(half, 4, heading, new_x="LEFT", new_y="NEXT")
+        pdf.set_text_color(0)
+        for j, line in enumerate(lines):
+            pdf.font(9.5, bold=j == 0)
+            pdf.multi_cell(half, 4.6, pdf.text_of(line), new_x="LEFT", new_y="NEXT",
+                           wrapmode=WrapMode.WORD)
+        if i == 0:
+            left_bottom = pdf.get_y()
+    pdf.set_y(max(pdf.get_y(), left_bottom) + 4)
+    # dates and references
+    for label, value in doc.meta:
+        pdf.set_x(pdf.l_margin)
+        pdf.font(9, bold=True)
+        pdf.cell(38, 5, pdf.text_of(label))
+        pdf.font(9)
+        pdf.multi_cell(width - 38, 5, pdf.text_of(value), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+    # the lines: the heading row repeats on every page
+    pdf.font(8.5)
+    widths = (width * 0.46, width * 0.17, width * 0.17, width * 0.20)
+    sub = FontFace(color=(90, 90, 90), size_pt=7.5)
+    with pdf.table(col_widths=widths, text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
+                   cell_fill_color=246, cell_fill_mode=TableCellFillMode.NONE,
+                   line_height=4.6, width=width, repeat_headings=1,
+                   borders_layout="HORIZONTAL_LINES", wrapmode=WrapMode.WORD,
+                   padding=(0.8, 1.2)) as table:
+        head_row = table.row()
+        for h in ("Description", "Quantity", "Unit price", "Amount"):
+            head_row.cell(h)
+        for row in doc.rows:
+            cells = table.row(style=sub if row.sub else None)
+            desc = ("    " + row.description) if row.sub else row.description
+            if row.dates:
+                desc += f"\n{row.dates}"
+            cells.cell(pdf.text_of(desc))
+            cells.cell(pdf.text_of(row.quantity))
+            cells.cell(pdf.text_of(row.unit_price))
+            cells.cell(pdf.text_of(row.amount))
+        if not doc.rows:
+            cells = table.row()
+            cells.cell(pdf.text_of(doc.empty), colspan=3)
+            cells.cell("$0.00")
+    pdf.ln(2)
+    for i, (label, value) in enumerate(doc.totals):
+        last = i == len(doc.totals) - 1
+        pdf.font(11 if last else 9.5, bold=last)
+        pdf.set_x(pdf.l_margin)
+        pdf.cell(width * 0.75, 6, pdf.text_of(label), align="R")
+        pdf.cell(width * 0.25, 6, pdf.text_of(value), align="R", new_x="LMARGIN",
+                 new_y="NEXT")
+    pdf.ln(4)
+    pdf.font(7.5)
+    pdf.set_text_color(90)
+    for note in doc.notes:
+        pdf.multi_cell(width, 3.8, pdf.text_of(note), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(1)
+    pdf.set_text_color(0)
+    pdf.current = doc

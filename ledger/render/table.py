@@ -21,9 +21,10 @@ from . import dollars
 if TYPE_CHECKING:
     from ..budget import BudgetState
     from ..core import Estimate
-    from ..invoice import Invoice
+    from ..invoice import CreditNote, Invoice
     from ..pricing import Price
     from ..reports import BudgetReport, Calibration, UsageRow
+    from .document import Document
 
 STATUS_STYLE = {"ok": "green", "warning": "yellow", "over": "bold red"}
 
@@ -52,27 +53,78 @@ def num(value: int | Decimal | None) -> Text:
 
 
 def invoice(inv: Invoice) -> RenderableType:
+    """The invoice as a document: parties, dates, lines with sub-lines, totals, notes.
+    Four columns that fold (never cut with "…") at 80 columns."""
+    from .document import of_invoice
+
+    return _document(of_invoice(inv))
+
+
+def credit_note(note: CreditNote) -> RenderableType:
+    from .document import of_credit_note
+
+    return _document(of_credit_note(note))
+
+
+def _document(doc: Document) -> RenderableType:
     head = Text()
-    head.append(f"{inv.label}  ", style="bold")
-    head.append(f"project {inv.project}  month {inv.month}  {inv.currency}  ")
-    head.append(("draft, not issued " if inv.draft else "issued ")
-                + inv.issued_at.strftime("%Y-%m-%d %H:%M UTC"), style="dim")
-    table = Table(box=box.SIMPLE_HEAD, show_footer=True, pad_edge=False)
-    table.add_column("Model", footer=Text("Total", style="bold"))
-    table.add_column("Input /1K", justify="right")
-    table.add_column("Output /1K", justify="right")
-    table.add_column("Calls", justify="right", footer=num(sum(x.calls for x in inv.lines)))
-    table.add_column("Tokens in", justify="right", footer=num(inv.prompt_tokens))
-    table.add_column("Tokens out", justify="right", footer=num(inv.completion_tokens))
-    table.add_column("Amount", justify="right",
-                     footer=Text(dollars(inv.total), style="bold", justify="right"))
-    for line in inv.lines:
-        table.add_row(t(line.description), money(line.input_per_1k), money(line.output_per_1k),
-                      num(line.calls), num(line.prompt_tokens), num(line.completion_tokens),
-                      money(line.amount))
-    if not inv.lines:
-        table.add_row(Text("no usage", style="dim"), "", "", "", "", "", money(Decimal("0.00")))
-    return Group(head, table)
+    head.append(doc.title, style="bold red" if doc.draft else "bold")
+    parties = Table(box=None, show_header=True, pad_edge=False, expand=False)
+    parties.add_column("From", overflow="fold", ratio=1)
+    parties.add_column("Bill to", overflow="fold", ratio=1)
+    parties.add_row(t("\n".join(doc.seller)), t("\n".join(doc.bill_to)))
+    meta = Table(box=None, show_header=False, pad_edge=False)
+    meta.add_column("", style="bold", no_wrap=True)
+    meta.add_column("", overflow="fold")
+    for label, value in doc.meta:
+        meta.add_row(label, t(value))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_footer=False)
+    table.add_column("Description", overflow="fold", ratio=3)
+    table.add_column("Quantity", justify="right", overflow="fold")
+    table.add_column("Unit price", justify="right", overflow="fold")
+    table.add_column("Amount", justify="right", overflow="fold")
+    for row in doc.rows:
+        if row.sub:
+            table.add_row(Text("  " + row.description, style="dim"), t(row.quantity),
+                          t(row.unit_price), Text(row.amount, style="dim", justify="right"))
+        else:
+            desc = t(row.description)
+            if row.dates:
+                desc.append(f"  {row.dates}", style="dim")
+            table.add_row(desc, t(row.quantity), t(row.unit_price),
+                          Text(row.amount, justify="right"))
+    if not doc.rows:
+        table.add_row(Text(doc.empty, style="dim"), "", "", "")
+    table.add_section()
+    for i, (label, value) in enumerate(doc.totals):
+        last = i == len(doc.totals) - 1
+        table.add_row(Text(label, style="bold" if last else ""), "", "",
+                      Text(value, style="bold" if last else "", justify="right"))
+    notes = Text("\n".join(doc.notes), style="dim")
+    return Group(head, parties, Text(""), meta, table, notes, Text(""))
+
+
+def invoice_list(invs: Iterable[Invoice]) -> RenderableType:
+    """Number, project, month, dates, total and state of every invoice."""
+    from .document import grouped
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name, justify in (("Number", "left"), ("Project", "left"), ("Month", "left"),
+                          ("Issued", "left"), ("Due", "left"), ("Total", "right"),
+                          ("State", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    count = 0
+    for inv in invs:
+        count += 1
+        state = inv.state if inv.credit_note is None else f"{inv.state} ({inv.credit_note})"
+        table.add_row(t(inv.label), t(inv.project), t(inv.month),
+                      t(inv.issued_at.strftime("%Y-%m-%d")),
+                      t("" if inv.due_at is None else inv.due_at.strftime("%Y-%m-%d")),
+                      Text(grouped(inv.total), justify="right"),
+                      Text(state, style="dim" if inv.state == "void" else ""))
+    if not count:
+        return Text("No invoices issued yet.")
+    return table
 
 
 def budget_report(report: BudgetReport) -> RenderableType:
