@@ -77,7 +77,8 @@ def usage(book: Ledger) -> Ledger:
 class Html(HTMLParser):
     """Collects start tags and text; fails on unbalanced non-void tags."""
 
-    VOID = frozenset({"meta", "br", "rect", "line", "polyline", "img", "hr", "link", "input"})
+    VOID = frozenset({"meta", "br", "rect", "line", "polyline", "img", "hr", "link", "input",
+                      "col"})
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -357,7 +358,15 @@ class TestUsage:
 
 
 # -- invoices ----------------------------------------------------------------------------------
+DEC = datetime(2026, 12, 2, tzinfo=UTC)
+
+
 class TestInvoice:
+    @pytest.fixture(autouse=True)
+    def november_is_over(self, clock: ManualClock) -> None:
+        """The clock on Dec 2: November (the usage fixture's month) can be issued."""
+        clock.set(DEC)
+
     def test_table(self, run: Run, usage: Ledger) -> None:
         result = run("invoice", "acme", "--month", "2026-11")
         out = ok(result)
@@ -379,12 +388,12 @@ class TestInvoice:
         draft = json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--draft",
                                   "--format", "json")))
         assert draft["draft"] is True and draft["number"] is None
-        clock.set(datetime(2026, 12, 2, tzinfo=UTC))
         issued = json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--format",
                                    "json")))
         assert issued["number"] == 1 and issued["total"] == draft["total"]
         usage.record("acme", "m", 1000, 0, at=NOV + timedelta(days=20))  # late: 0.05
         usage.record("acme", "kimi-k2.5", 1000, 0, at=datetime(2026, 12, 1, tzinfo=UTC))
+        clock.set(datetime(2027, 1, 2, tzinfo=UTC))
         dec = json.loads(ok(run("invoice", "acme", "--month", "2026-12", "--format", "json")))
         assert [(ln["kind"], ln["adjusts_month"], ln["amount"]) for ln in dec["lines"]] == [
             ("usage", None, "0.02"), ("adjustment", "2026-11", "0.05")]
@@ -392,12 +401,18 @@ class TestInvoice:
         nov = json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--format", "json")))
         assert nov == issued
 
-    def test_issuing_an_unfinished_month_warns_on_stderr(self, run: Run, usage: Ledger) -> None:
-        result = run("invoice", "acme", "--month", "2026-11", "--format", "json")
-        assert result.exit_code == 0 and "not over yet" in result.stderr
-        assert json.loads(result.stdout)["number"] == 1
-        again = run("invoice", "acme", "--month", "2026-11", "--format", "json")
-        assert again.stderr == ""  # already issued: nothing new was frozen
+    def test_issuing_an_unfinished_or_future_month_is_refused(self, run: Run, usage: Ledger,
+                                                              clock: ManualClock) -> None:
+        """Issue 11: one clear line, exit 2; --draft still works; nothing was numbered."""
+        clock.set(NOV + timedelta(days=9))
+        fails(run("invoice", "acme", "--month", "2026-11"), 2, "not over")
+        fails(run("invoice", "acme", "--month", "2027-01"), 2, "future")
+        draft = json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--draft",
+                                  "--format", "json")))
+        assert draft["number"] is None and draft["total"] == "0.13"
+        clock.set(DEC)
+        assert json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--format",
+                                 "json")))["number"] == 1
 
     def test_csv(self, run: Run, usage: Ledger) -> None:
         rows = list(csv.DictReader(io.StringIO(ok(run("invoice", "acme", "--month", "2026-11",
@@ -438,14 +453,23 @@ class TestInvoice:
             (EVIL, 1, "0.02"), ("acme", 2, "0.13"), ("beta", 3, "0.01")]
         assert data["total"] == "0.16"
         table = ok(run("invoice", "--all", "--month", "2026-11"))
-        assert table.count("INV-") == 3
+        assert table.count("Invoice INV-") == 3
         page = Html(ok(run("invoice", "--all", "--month", "2026-11", "--format", "html")))
         assert page.tags.count("h1") == 3
 
     def test_a_project_with_no_usage_is_a_zero_invoice(self, run: Run) -> None:
-        data = json.loads(ok(run("invoice", "ghost", "--month", "2026-10", "--format", "json")))
-        assert (data["lines"], data["total"]) == ([], "0.00")
-        assert "no usage" in ok(run("invoice", "ghost", "--month", "2026-10"))
+        """Issue 11: unknown project refused; a known customer's $0.00 month is unnumbered
+        unless --include-empty."""
+        fails(run("invoice", "ghost", "--month", "2026-10"), 2, "no usage and no customer")
+        ok(run("customer", "set", "ghost", "--name", "Ghost Ltd"))
+        result = run("invoice", "ghost", "--month", "2026-10", "--format", "json")
+        data = json.loads(ok(result))
+        assert (data["lines"], data["total"], data["number"]) == ([], "0.00", None)
+        assert "not numbered" in result.stderr
+        assert "No usage" in ok(run("invoice", "ghost", "--month", "2026-10"))
+        data = json.loads(ok(run("invoice", "ghost", "--month", "2026-10", "--include-empty",
+                                 "--format", "json")))
+        assert data["number"] == 1 and data["total"] == "0.00"
 
     @pytest.mark.parametrize("args, match", [
         (["--month", "2026-11"], "PROJECT or --all"),
