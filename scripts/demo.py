@@ -127,7 +127,7 @@ def main() -> int:
         say("Budget report")
         cli(url, "budget", "report", "--month", month)
         say("Invoice")
-        cli(url, "invoice", PROJECT, "--month", month)
+        cli(url, "invoice", PROJECT, "--month", month, "--draft")  # the month is not over
     return 0
 
 

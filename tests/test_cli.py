@@ -487,3 +487,54 @@ class TestInvoice:
         fails(run("invoice", "acme", "--month", "2026-11", "--format", "pdf",
                   "--output", str(tmp_path / "missing" / "x.pdf")), 2, "No such file")
         assert not list(tmp_path.iterdir())
+
+
+class TestInvoiceLifecycleCli:
+    """Issue 11: `ledger issuer set`, `ledger customer set`, `ledger invoice list` and `void`."""
+
+    @pytest.fixture(autouse=True)
+    def november_is_over(self, clock: ManualClock) -> None:
+        clock.set(DEC)
+
+    def test_parties_list_and_void(self, run: Run, usage: Ledger, tmp_path: Path) -> None:
+        """Issue 11: the document carries the parties; void prints a credit note; re-issue."""
+        ok(run("issuer", "set", "--name", "Seller Ltd", "--address", "1 Main St\\nLondon",
+               "--tax-id", "GB1", "--payment-terms-days", "14"))
+        ok(run("customer", "set", "acme", "--name", "Café Zürich — 東京", "--email",
+               "b@acme.test", "--tax-rate", "0.20", "--tax-name", "VAT"))
+        data = json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--format", "json")))
+        assert data["issuer"]["name"] == "Seller Ltd" and data["issuer"]["address"] == \
+            "1 Main St\nLondon"
+        assert data["customer"]["name"] == "Café Zürich — 東京"
+        assert (data["subtotal"], data["tax"], data["total"]) == ("0.13", "0.03", "0.16")
+        assert data["due_at"].startswith("2026-12-16")
+        listed = json.loads(ok(run("invoice", "list", "--format", "json")))["invoices"]
+        assert [(i["number"], i["state"], i["total"]) for i in listed] == [
+            ("INV-000001", "issued", "0.16")]
+        note = json.loads(ok(run("invoice", "void", "INV-000001", "--reason", "typo",
+                                 "--format", "json")))
+        assert (note["number"], note["invoice_number"], note["total"]) == (
+            "CN-000001", "INV-000001", "-0.16")
+        target = tmp_path / "cn.pdf"
+        fails(run("invoice", "void", "INV-000001", "--reason", "again"), 2, "already void")
+        table = ok(run("invoice", "list"))
+        assert "INV-000001" in table and "void (CN-000001)" in table
+        again = json.loads(ok(run("invoice", "acme", "--month", "2026-11", "--format",
+                                  "json")))
+        assert again["number"] == 2 and again["total"] == "0.16"
+        ok(run("invoice", "void", "INV-000002", "--reason", "pdf", "--format", "pdf", "-o",
+               str(target)))
+        text = pypdf.PdfReader(target).pages[0].extract_text()
+        assert "CN-000002" in text and "INV-000002" in text and "Café Zürich — 東京" in text
+
+    @pytest.mark.parametrize("args, match", [
+        (["customer", "set", "acme", "--name", "A", "--tax-rate", "1.5"], "tax_rate"),
+        (["customer", "set", "acme", "--name", "A", "--tax-rate", "x"], "tax_rate"),
+        (["customer", "set", "acme", "--name", "A", "--email", "nope"], "email"),
+        (["issuer", "set", "--name", " "], "name"),
+        (["invoice", "void", "INV-000042", "--reason", "x"], "no invoice"),
+        (["invoice", "void", "INV-000001"], "--reason"),
+    ])
+    def test_bad_input(self, run: Run, args: list[str], match: str) -> None:
+        """Issue 11: one line on stderr, exit 2."""
+        fails(run(*args), 2, match)

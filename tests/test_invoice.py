@@ -527,7 +527,7 @@ class TestCreditNotes:
         seller.record("acme", "m", 1000, 0, at=at(3))
         seller.invoice("acme", "2026-11")
         seller.void_invoice("INV-000001", reason="first")
-        with pytest.raises(InvalidInput, match="already void.*CN-000001"):
+        with pytest.raises(InvalidInput, match=r"already void.*CN-000001"):
             seller.void_invoice("INV-000001", reason="second")
 
 

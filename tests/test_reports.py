@@ -210,3 +210,12 @@ class TestCalibration:
                                                                 Decimal("1.0000"))
         assert k5.to_dict()["ratio"] == "1.0000"
         assert calibration(any_book, month="2026-10") == []
+
+
+def test_the_html_header_names_the_day_plainly() -> None:
+    """Issue 11: "day 30 of 30", never "day 3E+1"; a part-elapsed day is the day begun."""
+    from ledger.render.html import day_of_month
+
+    assert day_of_month(Decimal("3E+1")) == "30"
+    assert day_of_month(Decimal("1.2241")) == "2"
+    assert day_of_month(Decimal("0")) == "1"

@@ -118,7 +118,7 @@ def _doc_body(doc: Document) -> str:
     totals = "".join(
         f"<tr class=\"{'grand' if i == len(doc.totals) - 1 else 'sum'}\"><td colspan=\"3\">"
         f"{e(k)}</td><td class=\"n\">{e(v)}</td></tr>\n" for i, (k, v) in enumerate(doc.totals))
-    title = (f"<h1><span class=\"draft\">DRAFT</span> invoice</h1>" if doc.draft
+    title = ("<h1><span class=\"draft\">DRAFT</span> invoice</h1>" if doc.draft
              else f"<h1>{e(doc.title)}</h1>")
     return (
         f"{title}\n<div class=\"parties\"><div class=\"seller\"><h3>From</h3><p>"
@@ -156,6 +156,14 @@ def invoices(invs: Iterable[Invoice], month: str) -> str:
     return _page(f"Invoices {month}", body)
 
 
+def day_of_month(elapsed: Decimal) -> str:
+    """The day of the month as a person says it: 30 (never "3E+1"), 1.2241 -> 2 (day 2 has
+    begun once 1.2241 days have elapsed)."""
+    from decimal import ROUND_CEILING
+
+    return format(max(elapsed, Decimal(1)).to_integral_value(rounding=ROUND_CEILING), "f")
+
+
 # -- budget report -----------------------------------------------------------------------------
 def budget_report(report: BudgetReport) -> str:
     """The budget report: a summary table and, per project, daily spend against its budget."""
@@ -179,7 +187,7 @@ def budget_report(report: BudgetReport) -> str:
     body = (
         f"<h1>Budget report {e(report.month)}</h1>\n"
         f"<p class=\"meta\">As of {e(report.generated_at.strftime('%Y-%m-%d %H:%M UTC'))} "
-        f"&middot; day {e(report.days_elapsed.normalize())} of {report.days_in_month}</p>\n"
+        f"&middot; day {e(day_of_month(report.days_elapsed))} of {report.days_in_month}</p>\n"
         "<table>\n<thead><tr><th>Project</th><th class=\"n\">Limit</th><th class=\"n\">Spent"
         "</th><th class=\"n\">Reserved</th><th class=\"n\">Remaining</th><th class=\"n\">Used"
         "</th><th class=\"n\">Burn / day</th><th class=\"n\">Forecast</th><th>Status</th>"
