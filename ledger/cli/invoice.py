@@ -34,7 +34,7 @@ class InvoiceGroup(click.Group):
     a subcommand is issued with ``ledger invoice issue list --month ...``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+        if not args or args[0] not in self.commands:  # `ledger invoice --help`: issue's help
             args = ["issue", *args]
         return super().parse_args(ctx, args)
 
@@ -79,7 +79,8 @@ def issue(state: CliState, project: str | None, all_projects: bool, month: str, 
     Issuing freezes the invoice: issuing it again returns the same document, and usage
     recorded later for that month appears as an adjustment line on the project's next
     invoice. A month that is not over, a future month and a project with no usage and no
-    customer record are refused; --draft always works and never freezes.
+    customer record are refused; --draft always works and never freezes. See also `ledger
+    invoice list` and `ledger invoice void NUMBER --reason TEXT` (a credit note).
 
     \b
     Example:
