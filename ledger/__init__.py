@@ -19,7 +19,7 @@ from .errors import (
     UnknownModel,
 )
 from .pricing import Price
-from .store.ops import Hold
+from .records import Hold
 
 if TYPE_CHECKING:
     from .transport import MeteredTransport

@@ -8,14 +8,10 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .budget import BudgetState
 from .clock import Clock, SystemClock, month_of, parse_month, require_aware
@@ -28,9 +24,12 @@ from .money import (
     to_decimal,
     to_units,
 )
+from .names import MAX_NAME, check_name, new_call_id
 from .pricing import Price, worst_case_units
+from .records import Estimate, Hold, Outcome
 from .store.engine import DEFAULT_URL, make_engine, normalise_url, upgrade
-from .store.ops import Hold, Outcome, Store
+from .store.ops import Store
+from .store.unavailable import is_unavailable, unavailable
 
 if TYPE_CHECKING:
     import httpx
@@ -43,32 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ledger")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
-MAX_NAME = 200
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A pre-flight estimate: tokens in, the completion cap, and the worst-case cost."""
-
-    model: str
-    prompt_tokens: int
-    max_completion_tokens: int
-    cost: Decimal
-    capped_by_default: bool
-    price: Price
-
-
-def check_name(value: object, field: str) -> str:
-    """A project or model name: a non-empty string of at most 200 characters, kept literally."""
-    if not isinstance(value, str):
-        raise TypeError(f"{field} must be a str, not {type(value).__name__}")
-    if not value or not value.strip():
-        raise InvalidInput(f"{field} must not be empty")
-    if len(value) > MAX_NAME:
-        raise InvalidInput(f"{field} must be at most {MAX_NAME} characters")
-    if "\x00" in value:
-        raise InvalidInput(f"{field} must not contain NUL characters")
-    return value
+# Re-exported here for the code that imported them from ``ledger.core`` before they had
+# modules of their own (``ledger.names``, ``ledger.records``).
+__all__ = ["DEFAULT_HOLD_TTL", "MAX_NAME", "Estimate", "Ledger", "check_name", "new_call_id"]
 
 
 class Ledger:
@@ -116,9 +93,10 @@ class Ledger:
         if migrate:
             try:
                 upgrade(self.engine)
-            except (OperationalError, InterfaceError) as exc:
-                raise LedgerUnavailable(
-                    f"cannot open the ledger database {self!r}: {exc.orig or exc}") from exc
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                raise unavailable(exc, opening=repr(self)) from exc
         from .spool import Spool
 
         self.spool = Spool(spool_path or Spool.default_path(self.url))
@@ -321,27 +299,27 @@ class Ledger:
         """The invoice of ``project`` for ``month``; issuing freezes it (``draft``: never)."""
         from .invoice import invoice
 
-        return invoice(self, project, month, draft=draft)
+        return invoice(self.store, self.now(), project, month, draft=draft)
 
     def budget_report(self, month: str | None = None) -> BudgetReport:
         """Every project's budget for ``month``: spent, held, remaining, burn rate, forecast."""
         from .reports import budget_report
 
-        return budget_report(self, self._month(month))
+        return budget_report(self.store, self.now(), self._month(month))
 
     def invoices(self, month: str, *, draft: bool = False) -> list[Invoice]:
         """The invoice of every project with something to bill for ``month`` (issued unless
         ``draft``), by project."""
         from .invoice import invoices_for_month
 
-        return invoices_for_month(self, month, draft=draft)
+        return invoices_for_month(self.store, self.now(), month, draft=draft)
 
     def usage(self, *, project: str | None = None, month: str | None = None,
               model: str | None = None, status: str | None = None) -> Iterator[UsageRow]:
         """Stream the recorded calls matching the filters, oldest first (flat memory)."""
         from .reports import usage_rows
 
-        return usage_rows(self, project=project, month=month, model=model, status=status)
+        return usage_rows(self.store, project=project, month=month, model=model, status=status)
 
     # -- the spool ----------------------------------------------------------------------------
     def replay(self) -> int:
@@ -361,6 +339,3 @@ class Ledger:
         finally:
             self._replaying.release()
 
-
-def new_call_id() -> str:
-    return uuid.uuid4().hex

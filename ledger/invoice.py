@@ -8,7 +8,7 @@
   that rounded half-even to the cent (``ledger.money.round_half_even_to_cent``, the only
   rounding). The invoice ``total`` is the sum of the rounded line amounts, so the lines always
   add up to the total on paper; each line moves by at most half a cent.
-* **Issuing freezes.** ``invoice(book, project, month)`` issues the invoice once: it gets the
+* **Issuing freezes.** ``invoice(store, now, project, month)`` issues the invoice once: it gets the
   next number in sequence, its document is stored, and its events are marked as billed, all in
   one transaction (two processes issuing at once get one invoice). Issuing the same project
   and month again returns the stored document unchanged.
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .clock import parse_month
 from .money import (
@@ -38,11 +38,10 @@ from .money import (
     round_half_even_to_cent,
     to_units,
 )
+from .names import check_name
 from .store import invoices as sql
+from .store.ops import Store
 from .store.schema import from_micros, to_micros
-
-if TYPE_CHECKING:
-    from .core import Ledger
 
 __all__ = ["Invoice", "InvoiceLine", "build_invoice", "invoice", "invoices_for_month",
            "is_issued", "issued_invoices", "line_from_row", "projects_to_invoice"]
@@ -232,52 +231,52 @@ def build_invoice(number: int | None, project: str, month: str, issued_at: datet
                    round_half_even_to_cent(total), draft=number is None)
 
 
-def invoice(book: Ledger, project: str, month: str, *, draft: bool = False) -> Invoice:
+def invoice(store: Store, now: datetime, project: str, month: str, *,
+            draft: bool = False) -> Invoice:
     """The invoice of ``project`` for ``month`` (``YYYY-MM``); see the module docstring.
 
     Issuing (the default) freezes it and numbers it; ``draft=True`` never writes anything.
     """
-    from .core import check_name
-
     check_name(project, "project")
     month = parse_month(month)
-    stored = sql.issued(book.store, project, month)
+    stored = sql.issued(store, project, month)
     if stored is not None:
         return Invoice.from_dict(stored)
-    now = book.now()
     if draft:
-        return build_invoice(None, project, month, now, sql.draft_rows(book.store, project, month))
+        return build_invoice(None, project, month, now, sql.draft_rows(store, project, month))
 
     def render(number: int, rows: list[sql.LineRow]) -> tuple[dict[str, Any], int]:
         inv = build_invoice(number, project, month, now, rows)
         return inv.to_dict(), to_units(inv.total)
 
-    return Invoice.from_dict(sql.issue(book.store, project, month, to_micros(now), render))
+    return Invoice.from_dict(sql.issue(store, project, month, to_micros(now), render))
 
 
-def invoices_for_month(book: Ledger, month: str, *, draft: bool = False) -> list[Invoice]:
+def invoices_for_month(store: Store, now: datetime, month: str, *,
+                       draft: bool = False) -> list[Invoice]:
     """The invoice of every project with something to bill for ``month`` (usage in it, an
     invoice already issued for it, or late usage of an earlier frozen month), by project;
     issuing those not yet issued unless ``draft``."""
     month = parse_month(month)
-    return [invoice(book, p, month, draft=draft) for p in projects_to_invoice(book, month)]
+    return [invoice(store, now, p, month, draft=draft)
+            for p in projects_to_invoice(store, month)]
 
 
-def is_issued(book: Ledger, project: str, month: str) -> bool:
+def is_issued(store: Store, project: str, month: str) -> bool:
     """Whether ``project``'s invoice for ``month`` has been issued (and so is frozen)."""
-    return sql.issued(book.store, project, parse_month(month)) is not None
+    return sql.issued(store, project, parse_month(month)) is not None
 
 
-def projects_to_invoice(book: Ledger, month: str) -> list[str]:
+def projects_to_invoice(store: Store, month: str) -> list[str]:
     """Projects with something to bill for ``month``, by name: chargeable usage in it, an
     invoice already issued for it, or late usage of an earlier frozen month."""
-    return sql.projects_to_invoice(book.store, parse_month(month))
+    return sql.projects_to_invoice(store, parse_month(month))
 
 
-def issued_invoices(book: Ledger, month: str | None = None) -> list[Invoice]:
+def issued_invoices(store: Store, month: str | None = None) -> list[Invoice]:
     """Every issued invoice (of ``month``, if given), by number."""
     return [Invoice.from_dict(d) for d in
-            sql.issued_invoices(book.store, None if month is None else parse_month(month))]
+            sql.issued_invoices(store, None if month is None else parse_month(month))]
 
 
 def _line_order(line: InvoiceLine) -> tuple[int, str, str, int]:

@@ -78,9 +78,8 @@ def cli_error(exc: BaseException) -> CliError:
     if isinstance(exc, BudgetExceeded):
         return RefusedError(str(exc))
     if isinstance(exc, LedgerUnavailable):
-        message = str(exc).replace("ledger database unavailable: ", "")
-        return CliError(message if message.startswith("cannot") else
-                        f"cannot reach the ledger database: {message}")
+        return CliError(str(exc) if exc.opening else
+                        f"cannot reach the ledger database: {exc.reason}")
     if isinstance(exc, LedgerError):
         return CliError(str(exc))
     if isinstance(exc, sa_exc.NoSuchModuleError):

@@ -73,7 +73,7 @@ def list_budgets(state: CliState, fmt: str) -> None:
 
     book = state.open()
     month = month_of(book.now())
-    states = budgets(book, month)
+    states = budgets(book.store, book.now(), month)
     out = stdout_text()
     if fmt == "json":
         render_json.write({"month": month, "budgets": [

@@ -59,11 +59,11 @@ def invoice(state: CliState, project: str | None, all_projects: bool, month: str
     if all_projects == (project is not None):
         raise click.UsageError("give a PROJECT or --all (not both)")
     book = state.open()
-    projects = projects_to_invoice(book, month) if all_projects else [project or ""]
+    projects = projects_to_invoice(book.store, month) if all_projects else [project or ""]
     unfinished = book.now() < month_bounds(month)[1]
-    freezing = not draft and unfinished and any(not is_issued(book, p, month) for p in projects
+    freezing = not draft and unfinished and any(not is_issued(book.store, p, month) for p in projects
                                                 if p)
-    invs = [make_invoice(book, p, month, draft=draft)
+    invs = [make_invoice(book.store, book.now(), p, month, draft=draft)
             for p in tracked(projects, f"invoices for {month}", total=len(projects),
                              enabled=all_projects and show_progress(output))]
     if freezing:

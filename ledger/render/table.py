@@ -20,7 +20,7 @@ from . import dollars
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
-    from ..core import Estimate
+    from ..records import Estimate
     from ..invoice import Invoice
     from ..pricing import Price
     from ..reports import BudgetReport, Calibration, UsageRow

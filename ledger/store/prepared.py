@@ -25,11 +25,19 @@ HOLD_COLUMNS = (
     holds.c.input_price, holds.c.output_price, holds.c.cached_price, holds.c.est_prompt_tokens,
     holds.c.created_at, holds.c.expires_at, holds.c.state,
 )
-EVENT_VALUES = (
-    "call_id", "project", "month", "at", "model", "status", "estimated", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_price", "output_price",
-    "cached_price", "cost", "http_status", "error", "recorded_at",
-)
+HOLD_NAMES = tuple(c.name for c in HOLD_COLUMNS)
+#: The columns an event insert sets: every column of ``events`` but its id and its invoice
+#: (values laid out by name in ``Store._event``, the one place they are built).
+EVENT_VALUES = tuple(c.name for c in events.c if c.name not in ("id", "invoice_id"))
+
+
+def hold_values(row: Any) -> Mapping[str, Any]:
+    """A hold row by column name: a SQLAlchemy ``Row``'s mapping, or a raw DBAPI tuple laid
+    out as ``HOLD_COLUMNS`` (the hot path's statements all return them in that order)."""
+    mapping = getattr(row, "_mapping", None)
+    if mapping is not None:
+        return dict(mapping)
+    return dict(zip(HOLD_NAMES, row, strict=True))
 
 
 class Prepared:
@@ -122,6 +130,12 @@ class Tx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.cur = conn.cursor()
+        self.discarded = False
+
+    def discard(self) -> None:
+        """Roll this transaction back when its block ends, instead of committing it (a hold
+        that does not fit, a call resolved before: the block returns what happened)."""
+        self.discarded = True
 
     def execute(self, sql: str, args: Any = None) -> Any:
         return self.cur.execute(sql, args) if args is not None else self.cur.execute(sql)
@@ -166,7 +180,10 @@ def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Tx]:
         elif transient:
             tx.execute("SET LOCAL synchronous_commit = off")
         yield tx
-        conn.commit()
+        if tx.discarded:
+            conn.rollback()
+        else:
+            conn.commit()
     except BaseException:
         try:
             conn.rollback()
