@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .budget import BudgetState
 from .clock import Clock, SystemClock, month_of, parse_month, require_aware
 from .errors import InvalidInput, LedgerUnavailable, UnknownModel
+from .metering.meter import Meter
 from .money import (
     MAX_AMOUNT,
     check_tokens,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from .estimate import Estimator
     from .invoice import Invoice
-    from .metering import MeteredCall
+    from .metering.by_hand import MeteredCall
     from .reports import BudgetReport, UsageRow
 
 log = logging.getLogger("ledger")
@@ -100,6 +101,12 @@ class Ledger:
         from .spool import Spool
 
         self.spool = Spool(spool_path or Spool.default_path(self.url))
+        #: What metered calls take from this ledger (``ledger.metering``): they never see it.
+        self.meter = Meter(
+            store=self.store, now=self.now, estimator_of=lambda: self.estimator,
+            spool=self.spool, hold_ttl=self.hold_ttl, fail_open=self.fail_open,
+            default_max_tokens=self.default_max_tokens, send_default_cap=self.send_default_cap,
+            after_settle=self.replay_if_spooled)
         self._replaying = threading.Lock()
         if replay_spool and self.spool.exists():
             with contextlib.suppress(LedgerUnavailable):  # next open, or `ledger replay`
@@ -266,9 +273,9 @@ class Ledger:
     def metered_call(self, project: str, request_body: Mapping[str, Any] | bytes | str,
                      shape: str | None = None) -> MeteredCall:
         """Estimate and hold a call made by any client; settle it from the reply (see README)."""
-        from .metering import MeteredCall
+        from .metering.by_hand import MeteredCall
 
-        return MeteredCall(self, project, request_body, shape)
+        return MeteredCall(self.meter, project, request_body, shape)
 
     def httpx_client(self, project: str, **kwargs: Any) -> httpx.Client:
         """An ``httpx.Client`` (OpenAI SDK) whose RunAPI calls are metered for ``project``."""

@@ -20,9 +20,9 @@ from . import dollars
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
-    from ..records import Estimate
     from ..invoice import Invoice
     from ..pricing import Price
+    from ..records import Estimate
     from ..reports import BudgetReport, Calibration, UsageRow
 
 STATUS_STYLE = {"ok": "green", "warning": "yellow", "over": "bold red"}

@@ -439,12 +439,13 @@ def _price_of(model: str, row: Any) -> Price | None:
 
 
 def _hold_from_row(row: Any) -> Hold:
-    """A Hold from a row laid out as ``HOLD_COLUMNS``."""
-    (call_id, project, month, model, amount, input_price, output_price, cached_price, est,
-     created, expires, state) = row
-    price = Price(model, from_micros(created), input_price, output_price, cached_price)
-    return Hold(call_id, project, month, model, amount, price, est, from_micros(created),
-                from_micros(expires), state)
+    """A Hold from a row of ``HOLD_COLUMNS``, read by name (a SQLAlchemy ``Row`` or a raw
+    DBAPI tuple, named by :func:`~ledger.store.prepared.hold_values`)."""
+    v: Mapping[str, Any] = hold_values(row)
+    created = from_micros(v["created_at"])
+    price = Price(v["model"], created, v["input_price"], v["output_price"], v["cached_price"])
+    return Hold(v["id"], v["project"], v["month"], v["model"], v["amount"], price,
+                v["est_prompt_tokens"], created, from_micros(v["expires_at"]), v["state"])
 
 
 __all__ = ["CHARGED", "STATUSES", "Hold", "Outcome", "Store"]  # Hold, Outcome: ledger.records

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, case, false, func, select
 from sqlalchemy.engine import RowMapping
