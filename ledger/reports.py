@@ -34,7 +34,7 @@ from .budget import BudgetState
 from .clock import month_bounds, month_of, parse_month
 from .errors import InvalidInput, LedgerUnavailable
 from .money import from_units, money_str, price_from_units, round_half_even_to_cent
-from .store import reports as sql
+from .store import reports as report_queries
 from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
 from .store.schema import from_micros, to_micros
@@ -162,7 +162,7 @@ def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
     else:
         elapsed = _days(now - start)
     left = Decimal(days_in_month) - elapsed
-    daily = sql.daily_costs(store, month, to_micros(start))
+    daily = report_queries.daily_costs(store, month, to_micros(start))
     today = min(int(elapsed), days_in_month - 1) if now >= start else -1
     rows = []
     for state in store.states(month):
@@ -194,7 +194,7 @@ def budgets(store: Store, now: datetime, month: str | None = None) -> list[Budge
 
 def _days(delta: timedelta) -> Decimal:
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return Decimal(micros) / Decimal(sql.DAY_MICROS)
+    return Decimal(micros) / Decimal(report_queries.DAY_MICROS)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -275,7 +275,7 @@ def _usage_rows(store: Store, flt: UsageFilter, batch: int) -> Generator[UsageRo
             found = prices[units] = price_from_units(units)
         return found
 
-    for r in sql.iter_usage(store, flt, batch):
+    for r in report_queries.iter_usage(store, flt, batch):
         cached_price = r["cached_price"]
         yield UsageRow(
             id=int(r["id"]), at=from_micros(int(r["at"])), project=str(r["project"]),
@@ -300,7 +300,7 @@ def _int_or_none(value: Any) -> int | None:
 def count_usage(store: Store, *, project: str | None = None, month: str | None = None,
                 model: str | None = None, status: str | None = None) -> int:
     """How many recorded calls match the filters (one indexed ``COUNT``)."""
-    return sql.count_usage(store, _usage_filter(project, month, model, status))
+    return report_queries.count_usage(store, _usage_filter(project, month, model, status))
 
 
 # -- calibration -------------------------------------------------------------------------------
@@ -349,4 +349,4 @@ def calibration(store: Store, *, project: str | None = None, month: str | None =
     """Estimated vs actual prompt tokens per model, over settled (``ok``) calls that were
     estimated before they were sent and whose usage the server reported."""
     flt = _usage_filter(project, month, model, None)
-    return [Calibration.from_row(r) for r in sql.calibration(store, flt)]
+    return [Calibration.from_row(r) for r in report_queries.calibration(store, flt)]
