@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from .budget import BudgetState
 from .clock import month_bounds, month_of, parse_month
@@ -225,25 +225,24 @@ class UsageRow:
     error: str | None
     call_id: str | None
 
-    FIELDS = ("id", "at", "project", "month", "model", "status", "estimated", "prompt_tokens",
-              "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_per_1k",
-              "output_per_1k", "cached_input_per_1k", "cost", "http_status", "error",
-              "call_id")
+    #: The field names, in order (the CSV header): set from the dataclass below.
+    FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: money and prices as exact decimal strings, instants in ISO 8601."""
-        return {
-            "id": self.id, "at": self.at.isoformat(), "project": self.project,
-            "month": self.month, "model": self.model, "status": self.status,
-            "estimated": self.estimated, "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
-            "est_prompt_tokens": self.est_prompt_tokens,
-            "input_per_1k": money_str(self.input_per_1k),
-            "output_per_1k": money_str(self.output_per_1k),
-            "cached_input_per_1k": _money(self.cached_input_per_1k),
-            "cost": money_str(self.cost), "http_status": self.http_status,
-            "error": self.error, "call_id": self.call_id,
-        }
+        """JSON-ready, by field name: money and prices as exact decimal strings, instants in
+        ISO 8601."""
+        return {name: _json_value(getattr(self, name)) for name in self.FIELDS}
+
+
+UsageRow.FIELDS = tuple(f.name for f in fields(UsageRow))
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, Decimal):
+        return money_str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def _usage_filter(project: str | None, month: str | None, model: str | None,
