@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import BudgetExceeded, InvalidInput, LedgerError, LedgerUnavailable, UnknownModel
 from .faults import fault_point
 from .money import from_units, money_str
+from .redact import redact_text
 from .shapes import (
     SHAPES,
     CallRequest,
@@ -146,8 +147,8 @@ def secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
 
 def redact(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
     """The outcome with every secret blanked out of its error text."""
-    error = outcome.error
-    if not error or not secrets:
+    error = outcome.error and redact_text(outcome.error)  # credential-looking values too
+    if not error:
         return outcome
     for secret in secrets:
         error = error.replace(secret, REDACTED)

@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from .. import redact
 from ..budget import BudgetState
 from ..clock import month_of
 from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
@@ -436,7 +437,7 @@ class Store:
             "input_price": price.input_units, "output_price": price.output_units,
             "cached_price": price.cached_units, "cost": cost,
             "http_status": outcome.http_status,
-            "error": None if outcome.error is None else outcome.error[:500],
+            "error": None if outcome.error is None else redact.redact_text(outcome.error)[:500],
             "recorded_at": to_micros(now),
         }
 
