@@ -226,11 +226,13 @@ class UsageRow:
     http_status: int | None
     error: str | None
     call_id: str | None
+    #: Reasoning tokens the server reported (part of completion_tokens), or None.
+    reasoning_tokens: int | None = None
 
     FIELDS = ("id", "at", "project", "month", "model", "status", "estimated", "prompt_tokens",
               "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_per_1k",
               "output_per_1k", "cached_input_per_1k", "cost", "http_status", "error",
-              "call_id")
+              "call_id", "reasoning_tokens")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: money and prices as exact decimal strings, instants in ISO 8601."""
@@ -245,6 +247,7 @@ class UsageRow:
             "cached_input_per_1k": _money(self.cached_input_per_1k),
             "cost": money_str(self.cost), "http_status": self.http_status,
             "error": self.error, "call_id": self.call_id,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
 
@@ -279,7 +282,8 @@ def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Generator[UsageRo
 
     for r in sql.iter_usage(book.store, flt, batch):
         (id_, at, project, month, model, status, estimated, prompt, completion, cached,
-         est, input_price, output_price, cached_price, cost, http_status, error, call_id) = r
+         est, input_price, output_price, cached_price, cost, http_status, error, call_id,
+         reasoning) = r
         yield UsageRow(
             int(id_), from_micros(int(at)), str(project), str(month), str(model),
             str(status), bool(estimated), int(prompt), int(completion), int(cached),
@@ -287,6 +291,7 @@ def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Generator[UsageRo
             price(int(output_price)), None if cached_price is None else price(int(cached_price)),
             from_units(int(cost)), None if http_status is None else int(http_status),
             None if error is None else str(error), None if call_id is None else str(call_id),
+            None if reasoning is None else int(reasoning),
         )
 
 

@@ -69,12 +69,16 @@ class Outcome:
     estimated: bool = False
     http_status: int | None = None
     error: str | None = None
+    #: Reasoning tokens the server reported (part of completion_tokens), or None.
+    reasoning_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise InvalidInput(f"status must be one of {STATUSES}, got {self.status!r}")
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
             value = getattr(self, name)
+            if value is None and name == "reasoning_tokens":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
             if value < 0:
@@ -433,6 +437,7 @@ class Store:
             "prompt_tokens": outcome.prompt_tokens,
             "completion_tokens": outcome.completion_tokens,
             "cached_tokens": outcome.cached_tokens, "est_prompt_tokens": est,
+            "reasoning_tokens": outcome.reasoning_tokens,
             "input_price": price.input_units, "output_price": price.output_units,
             "cached_price": price.cached_units, "cost": cost,
             "http_status": outcome.http_status,

@@ -28,7 +28,7 @@ HOLD_COLUMNS = (
 EVENT_VALUES = (
     "call_id", "project", "month", "at", "model", "status", "estimated", "prompt_tokens",
     "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_price", "output_price",
-    "cached_price", "cost", "http_status", "error", "recorded_at",
+    "cached_price", "cost", "http_status", "error", "recorded_at", "reasoning_tokens",
 )
 
 

@@ -68,7 +68,7 @@ USAGE_COLUMNS = (
     events.c.status, events.c.estimated, events.c.prompt_tokens, events.c.completion_tokens,
     events.c.cached_tokens, events.c.est_prompt_tokens, events.c.input_price,
     events.c.output_price, events.c.cached_price, events.c.cost, events.c.http_status,
-    events.c.error, events.c.call_id,
+    events.c.error, events.c.call_id, events.c.reasoning_tokens,
 )
 
 
