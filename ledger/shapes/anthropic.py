@@ -150,7 +150,8 @@ def read_stream_event(event: str, data: str) -> StreamEvent:
     if kind == "content_block_delta":
         delta = obj.get("delta")
         if isinstance(delta, Mapping):
-            key = _DELTA_TEXT.get(delta.get("type"))
+            kind = delta.get("type")
+            key = _DELTA_TEXT.get(kind) if isinstance(kind, str) else None
             text = delta.get(key) if key else None
             if isinstance(text, str):
                 return StreamEvent(text=text)
