@@ -224,6 +224,8 @@ class UsageRow:
     http_status: int | None
     error: str | None
     call_id: str | None
+    #: Reasoning tokens the server reported (part of completion_tokens), or None.
+    reasoning_tokens: int | None = None
 
     #: The field names, in order (the CSV header): set from the dataclass below.
     FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -289,6 +291,7 @@ def _usage_rows(store: Store, flt: UsageFilter, batch: int) -> Generator[UsageRo
             cost=from_units(int(r["cost"])), http_status=_int_or_none(r["http_status"]),
             error=None if r["error"] is None else str(r["error"]),
             call_id=None if r["call_id"] is None else str(r["call_id"]),
+            reasoning_tokens=_int_or_none(r["reasoning_tokens"]),
         )
 
 

@@ -349,7 +349,7 @@ class Store:
             "cached_price": None if price is None else price.cached_units, "cost": cost,
             "http_status": outcome.http_status,
             "error": None if outcome.error is None else redact.redact_text(outcome.error)[:500],
-            "recorded_at": to_micros(now),
+            "recorded_at": to_micros(now), "reasoning_tokens": outcome.reasoning_tokens,
         }
 
     @_translate
