@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 from .budget import BudgetState
 from .clock import month_bounds, month_of, parse_month
 from .errors import InvalidInput, LedgerUnavailable
-from .money import from_units, money_str, price_from_units, round_half_even_to_cent
+from .money import (
+    from_units,
+    in_money_context,
+    money_context,
+    money_str,
+    price_from_units,
+    round_half_even_to_cent,
+)
 from .store import reports as sql
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
 from .store.schema import from_micros, to_micros
@@ -123,15 +130,18 @@ class BudgetReport:
 
     @property
     def spent(self) -> Decimal:
-        return sum((r.spent for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.spent for r in self.rows), Decimal("0.00"))
 
     @property
     def reserved(self) -> Decimal:
-        return sum((r.reserved for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.reserved for r in self.rows), Decimal("0.00"))
 
     @property
     def forecast(self) -> Decimal:
-        return sum((r.forecast for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.forecast for r in self.rows), Decimal("0.00"))
 
     def to_dict(self, *, daily: bool = True) -> dict[str, Any]:
         return {
@@ -146,6 +156,7 @@ class BudgetReport:
         }
 
 
+@in_money_context
 def budget_report(book: Ledger, month: str) -> BudgetReport:
     """The budget report for ``month`` (``YYYY-MM``) as of ``book.now()``.
 
@@ -196,7 +207,8 @@ def budgets(book: Ledger, month: str | None = None) -> list[BudgetState]:
 
 def _days(delta: timedelta) -> Decimal:
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return Decimal(micros) / Decimal(sql.DAY_MICROS)
+    with money_context():
+        return Decimal(micros) / Decimal(sql.DAY_MICROS)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -315,6 +327,7 @@ class Calibration:
     overestimated_share: Decimal
 
     @classmethod
+    @in_money_context
     def from_row(cls, row: CalibrationRow) -> Calibration:
         ratio = (None if not row.estimated_prompt_tokens else
                  (Decimal(row.actual_prompt_tokens) / row.estimated_prompt_tokens)

@@ -14,6 +14,10 @@ holds are single conditional UPDATEs that re-check their condition under the row
 
 Migrations run once however many processes open a fresh database together: under the SQLite
 write lock, or under a PostgreSQL advisory transaction lock.
+
+Which failures mean "the database is unavailable" (hard budgets fail closed, usage goes to the
+spool and is replayed later) is decided in one place, :func:`is_unavailable`; which mean "an
+amount does not fit a 64-bit column", in :func:`is_out_of_range`.
 """
 
 from __future__ import annotations
@@ -24,11 +28,65 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite:///ledger.db"
 _MIGRATE_LOCK_KEY = 7_265_811_020_264  # pg_advisory_xact_lock key for schema migration
+#: SQLSTATEs that say "not now" rather than "never": the server is read-only (a hot standby,
+#: a failover in progress: 25006 read_only_sql_transaction), shutting down or not accepting
+#: connections (class 57P), or the connection is gone (class 08).
+_UNAVAILABLE_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08",)
+#: SQLSTATE 22003 numeric_value_out_of_range (a bigint overflow on PostgreSQL).
+_OUT_OF_RANGE_SQLSTATE = "22003"
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The DBAPI exception behind a SQLAlchemy one (or ``exc`` itself)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the ledger database cannot be reached or written *now* (and so
+    the call fails closed, its usage is spooled, a replay keeps the spool for later), as
+    opposed to a refusal of this one statement.
+
+    True for connection and operational errors (SQLAlchemy's or the driver's own, as the hot
+    path runs on raw DBAPI cursors), an invalidated connection, and a PostgreSQL server that is
+    read-only (hot standby, failover: ``ReadOnlySqlTransaction``, an ``InternalError``),
+    shutting down, or refusing connections. An integer overflow is not an outage.
+    """
+    if is_out_of_range(exc):
+        return False
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    orig = _driver_error(exc)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate in _UNAVAILABLE_SQLSTATES
+                                      or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES):
+        return True
+    # A raw DBAPI error (PEP 249 names; sqlite3's and psycopg's classes both carry them).
+    return any(cls.__name__ in ("OperationalError", "InterfaceError")
+               and cls.__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2")
+               for cls in type(orig).__mro__)
+
+
+def is_out_of_range(exc: BaseException) -> bool:
+    """Whether ``exc`` says an integer did not fit the database's 64-bit column or sum
+    (PostgreSQL ``bigint out of range``, SQLite ``integer overflow``, a Python int too large
+    for the driver)."""
+    orig = _driver_error(exc)
+    if isinstance(orig, OverflowError):
+        return True
+    if getattr(orig, "sqlstate", None) == _OUT_OF_RANGE_SQLSTATE:
+        return True
+    return type(orig).__module__.startswith("sqlite3") and "integer overflow" in str(orig)
 
 
 def normalise_url(url: str) -> str:

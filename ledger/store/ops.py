@@ -28,10 +28,11 @@ from sqlalchemy.engine import Connection
 
 from ..budget import BudgetState
 from ..clock import month_of
-from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
+from ..errors import BudgetExceeded, InvalidInput, LedgerError, LedgerUnavailable, UnknownModel
 from ..faults import fault_point
-from ..money import from_units
+from ..money import MAX_UNITS, from_units
 from ..pricing import Price, worst_case_units
+from .engine import is_out_of_range, is_unavailable
 from .prepared import HOLD_COLUMNS, NO_LIMIT, HotStatements, raw_transaction
 from .schema import budgets, events, from_micros, holds, prices, to_micros, totals
 
@@ -94,25 +95,37 @@ class _Resolved(Exception):
         self.cost = cost
 
 
+def translate_db_error(exc: BaseException, engine: Engine) -> LedgerError | None:
+    """The ledger's error for a database failure (``None``: let it pass): unavailable (see
+    ``engine.is_unavailable``; the pool is dropped, the server may have restarted or failed
+    over) or an amount past the 64-bit columns (``engine.is_out_of_range``)."""
+    if is_out_of_range(exc):
+        return InvalidInput(f"an amount is out of the range the ledger can store (a total "
+                            f"above {MAX_UNITS} units of 10^-10 USD): {_reason(exc)}")
+    if is_unavailable(exc):
+        engine.pool.dispose()  # reconnect next time
+        return LedgerUnavailable(f"ledger database unavailable: {_reason(exc)}")
+    return None
+
+
+def _reason(exc: BaseException) -> object:
+    return (exc.orig or exc) if isinstance(exc, sa_exc.DBAPIError) else exc
+
+
 def _translate(fn: Callable[..., T]) -> Callable[..., T]:
-    """Database connectivity failures become LedgerUnavailable; everything else passes."""
+    """Database unavailability becomes LedgerUnavailable, a 64-bit overflow InvalidInput;
+    everything else passes (SQLAlchemy's errors and raw DBAPI errors from the hot path)."""
 
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            args[0].engine.pool.dispose()  # the server may have restarted: reconnect next time
-            raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                args[0].engine.pool.dispose()
-                raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
+        except LedgerError:
             raise
-        except Exception as exc:  # raw DBAPI errors from the hot path
-            if isinstance(exc, args[0]._unavailable):
-                args[0].engine.pool.dispose()
-                raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
-            raise
+        except Exception as exc:
+            mine = translate_db_error(exc, args[0].engine)
+            if mine is None:
+                raise
+            raise mine from exc
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -127,9 +140,6 @@ class Store:
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self.hot = HotStatements(engine)
-        dbapi = engine.dialect.loaded_dbapi
-        self._unavailable: tuple[type[BaseException], ...] = (
-            dbapi.OperationalError, dbapi.InterfaceError)
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -259,7 +269,12 @@ class Store:
         with self.read() as conn:
             state = self._state(conn, project, month_of(now))
             price = self._price_row(conn, model, now)
-        assert state.limit is not None and price is not None
+        if price is None:
+            raise UnknownModel(model)
+        if state.limit is None or not state.hard:  # only the 64-bit ceiling refuses these
+            _check_added(0, project, state.month,
+                         worst_case_units(price, prompt_tokens, max_completion_tokens))
+        assert state.limit is not None
         raise BudgetExceeded(
             project, state.month, limit=state.limit, spent=state.spent, held=state.held,
             requested=from_units(worst_case_units(price, prompt_tokens, max_completion_tokens)),
@@ -390,13 +405,14 @@ class Store:
                                     outcome.cached_tokens) if charged else 0
             event = self._event(call_id, project, month, started, model, outcome, est, price,
                                 cost, now)
-            inserted, _ = cur.batch(
+            inserted, added = cur.batch(
                 (hot.insert_event, event),
                 (hot.add_totals, {"project": project, "month": month, "settled": cost,
                                   "held": -released}))
             if inserted.fetchone() is None:  # resolved before: the first resolution stands
                 first = hot.event_cost.run(cur, call_id=call_id).fetchone()[0]
                 raise _Resolved(int(first))  # rolls back this attempt's totals update
+            _check_added(added.rowcount, project, month, cost)
             fault_point("settle:before-commit")
         fault_point("settle:after-commit")
         return cost
@@ -420,7 +436,8 @@ class Store:
                                         price, cost, now))
             if cur.fetchone() is None:
                 return int(hot.event_cost.run(cur, call_id=request_id).fetchone()[0])
-            hot.add_totals.run(cur, project=project, month=month, settled=cost, held=0)
+            _check_added(hot.add_totals.run(cur, project=project, month=month, settled=cost,
+                                            held=0).rowcount, project, month, cost)
             return cost
 
     @staticmethod
@@ -524,6 +541,15 @@ class Store:
         if negative:
             problems.append(f"{negative} events with negative amounts")
         return problems
+
+
+def _check_added(rowcount: int, project: str, month: str, units: int) -> None:
+    """The guarded totals upsert wrote nothing: the running total would pass 64 bits."""
+    if rowcount != 1:
+        raise InvalidInput(
+            f"the running total of project {project!r} in {month} cannot take another "
+            f"${from_units(units)}: it would pass the ledger's limit of "
+            f"${from_units(MAX_UNITS)} (a 64-bit integer of 10^-10 USD)")
 
 
 def _price_of(model: str, row: Any) -> Price | None:

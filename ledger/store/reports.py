@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, false, func, select
-from sqlalchemy import exc as sa_exc
 
-from ..errors import LedgerUnavailable
-from .ops import Store, _translate
+from .ops import Store, _translate, translate_db_error
 from .schema import events
 
 DAY_MICROS = 86_400_000_000
@@ -92,8 +90,11 @@ def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[tu
                         yield tuple(row)
             finally:
                 result.close()
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
+    except Exception as exc:
+        mine = translate_db_error(exc, store.engine)
+        if mine is None:
+            raise
+        raise mine from exc
 
 
 @_translate
