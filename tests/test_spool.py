@@ -190,7 +190,7 @@ class TestReadOnlyPostgres:
     def test_is_unavailable_knows_read_only(self) -> None:
         """Issue 9 item 13: ReadOnlySqlTransaction (an InternalError, SQLSTATE 25006), raw
         or wrapped by SQLAlchemy, is unavailability; a constraint violation is not."""
-        from ledger.store.engine import is_unavailable
+        from ledger.store.unavailable import is_unavailable
 
         raw = psycopg.errors.ReadOnlySqlTransaction("cannot execute UPDATE in a read-only "
                                                     "transaction")
