@@ -21,7 +21,7 @@ from .errors import (
 from .invoice import CreditNote, Invoice, InvoiceLine
 from .parties import Customer, Issuer
 from .pricing import Price
-from .store.ops import Hold
+from .records import Hold
 
 if TYPE_CHECKING:
     from .transport import MeteredTransport

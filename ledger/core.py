@@ -4,22 +4,18 @@ modules (``pricing``, ``budget``, ``estimate``)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from .budget import BudgetState
 from .clock import Clock, SystemClock, month_of, parse_month, require_aware
 from .errors import InvalidInput, LedgerUnavailable, UnknownModel
+from .metering.meter import Meter
 from .money import (
     MAX_AMOUNT,
     check_tokens,
@@ -28,9 +24,12 @@ from .money import (
     to_decimal,
     to_units,
 )
+from .names import MAX_NAME, check_name, new_call_id
 from .pricing import Price, worst_case_units
+from .records import Estimate, Hold, Outcome
 from .store.engine import DEFAULT_URL, make_engine, normalise_url, upgrade
-from .store.ops import Hold, Outcome, Store
+from .store.ops import Store
+from .store.unavailable import is_unavailable, unavailable
 
 if TYPE_CHECKING:
     import httpx
@@ -38,38 +37,24 @@ if TYPE_CHECKING:
 
     from .estimate import Estimator
     from .invoice import CreditNote, Invoice
-    from .metering import MeteredCall
+    from .metering.by_hand import MeteredCall
     from .parties import Customer, Issuer
     from .reports import BudgetReport, UsageRow
+    from .spool import ReplayResult
 
 log = logging.getLogger("ledger")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
-MAX_NAME = 200
+
+# Re-exported here for the code that imported them from ``ledger.core`` before they had
+# modules of their own (``ledger.names``, ``ledger.records``).
+__all__ = ["DEFAULT_HOLD_TTL", "MAX_NAME", "Estimate", "Ledger", "check_name", "new_call_id"]
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A pre-flight estimate: tokens in, the completion cap, and the worst-case cost."""
-
-    model: str
-    prompt_tokens: int
-    max_completion_tokens: int
-    cost: Decimal
-    capped_by_default: bool
-    price: Price
-
-
-def check_name(value: object, field: str) -> str:
-    """A project or model name: a non-empty string of at most 200 characters, kept literally."""
-    if not isinstance(value, str):
-        raise TypeError(f"{field} must be a str, not {type(value).__name__}")
-    if not value or not value.strip():
-        raise InvalidInput(f"{field} must not be empty")
-    if len(value) > MAX_NAME:
-        raise InvalidInput(f"{field} must be at most {MAX_NAME} characters")
-    if "\x00" in value:
-        raise InvalidInput(f"{field} must not contain NUL characters")
-    return value
+def check_cached(cached_tokens: int, prompt_tokens: int) -> None:
+    """Cached tokens are some of the prompt tokens: never more than all of them."""
+    if cached_tokens > prompt_tokens:
+        raise InvalidInput(f"cached_tokens ({cached_tokens}) must not be more than "
+                           f"prompt_tokens ({prompt_tokens})")
 
 
 class Ledger:
@@ -104,6 +89,8 @@ class Ledger:
             raise InvalidInput("hold_ttl must be a positive timedelta")
         self.hold_ttl = hold_ttl
         self.default_max_tokens = check_tokens(default_max_tokens, "default_max_tokens")
+        if self.default_max_tokens < 1:
+            raise InvalidInput(f"default_max_tokens must be at least 1, got {default_max_tokens}")
         self.fail_open = fail_open
         #: A metered OpenAI-shape call that sets no completion cap is sent with
         #: ``max_tokens = default_max_tokens``, so what it can cost is what was held: hard
@@ -117,16 +104,30 @@ class Ledger:
         if migrate:
             try:
                 upgrade(self.engine)
-            except (OperationalError, InterfaceError) as exc:
-                raise LedgerUnavailable(
-                    f"cannot open the ledger database {self!r}: {exc.orig or exc}") from exc
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                raise unavailable(exc, opening=repr(self)) from exc
         from .spool import Spool
 
+        #: Absolute, fixed now, and checked now (InvalidInput naming it if it is unwritable).
         self.spool = Spool(spool_path or Spool.default_path(self.url))
+        #: What metered calls take from this ledger (``ledger.metering``): they never see it.
+        self.meter = Meter(
+            store=self.store, now=self.now, estimator_of=lambda: self.estimator,
+            spool=self.spool, hold_ttl=self.hold_ttl, fail_open=self.fail_open,
+            default_max_tokens=self.default_max_tokens, send_default_cap=self.send_default_cap,
+            after_settle=self.replay_if_spooled)
+        self.spool.check_writable()
         self._replaying = threading.Lock()
         if replay_spool and self.spool.exists():
-            with contextlib.suppress(LedgerUnavailable):  # next open, or `ledger replay`
+            try:
                 self.replay()
+            except LedgerUnavailable:  # next open, or `ledger replay`
+                pass
+            except OSError:  # a full disk: the spool stays as it was, for the next replay
+                log.warning("spool %s could not be replayed; it is kept", self.spool.path,
+                            exc_info=True)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -193,12 +194,15 @@ class Ledger:
     def set_budget(self, project: str, limit: Decimal | int | str, hard: bool = True) -> None:
         """Set a project's monthly budget (UTC calendar month). ``hard=False``: only flagged."""
         check_name(project, "project")
+        if not isinstance(hard, bool):
+            raise TypeError(f"hard must be a bool (True or False), not {type(hard).__name__} "
+                            f"{hard!r}")
         amount = to_decimal(limit, "limit")
         if amount <= 0:
             raise InvalidInput(f"limit must be positive, got {amount}")
         if amount > MAX_AMOUNT:
             raise InvalidInput(f"limit must be at most {MAX_AMOUNT}, got {amount}")
-        self.store.set_budget(project, to_units(amount, "limit"), bool(hard), self.now())
+        self.store.set_budget(project, to_units(amount, "limit"), hard, self.now())
 
     def budget(self, project: str, month: str | None = None) -> BudgetState:
         """A project's month: limit, settled (spent), held, remaining, status."""
@@ -254,6 +258,7 @@ class Ledger:
                             ("completion_tokens", completion_tokens),
                             ("cached_tokens", cached_tokens)):
             check_tokens(value, name)
+        check_cached(cached_tokens, prompt_tokens)
         outcome = Outcome(status, prompt_tokens, completion_tokens, cached_tokens, estimated,
                           http_status, error)
         return from_units(self.store.settle(call_id, outcome, self.now()))
@@ -279,6 +284,7 @@ class Ledger:
                             ("completion_tokens", completion_tokens),
                             ("cached_tokens", cached_tokens)):
             check_tokens(value, name)
+        check_cached(cached_tokens, prompt_tokens)
         if request_id is not None:
             check_name(request_id, "request_id")
         when = self.now() if at is None else require_aware(at, "at")
@@ -289,9 +295,9 @@ class Ledger:
     def metered_call(self, project: str, request_body: Mapping[str, Any] | bytes | str,
                      shape: str | None = None) -> MeteredCall:
         """Estimate and hold a call made by any client; settle it from the reply (see README)."""
-        from .metering import MeteredCall
+        from .metering.by_hand import MeteredCall
 
-        return MeteredCall(self, project, request_body, shape)
+        return MeteredCall(self.meter, project, request_body, shape)
 
     def httpx_client(self, project: str, **kwargs: Any) -> httpx.Client:
         """An ``httpx.Client`` (OpenAI SDK) whose RunAPI calls are metered for ``project``."""
@@ -326,38 +332,47 @@ class Ledger:
         comes back unnumbered unless ``include_empty``."""
         from .invoice import invoice
 
-        return invoice(self, project, month, draft=draft, include_empty=include_empty)
+        return invoice(self.store, self.now(), project, month, draft=draft,
+                       include_empty=include_empty)
 
     def void_invoice(self, number: int | str, *, reason: str) -> CreditNote:
         """Void an issued invoice (``"INV-000005"``): returns its credit note (``CN-000001``);
         the month can then be issued again."""
         from .invoice import void_invoice
 
-        return void_invoice(self, number, reason=reason)
+        return void_invoice(self.store, self.now(), number, reason=reason)
 
     def set_issuer(self, name: str, address: str = "", tax_id: str = "", *,
                    payment_terms_days: int = 30, payment_details: str = "") -> Issuer:
         """The seller printed on every invoice issued from now on."""
-        from .parties import set_issuer
+        from .parties import make_issuer
+        from .store.parties import set_issuer
 
-        return set_issuer(self, name, address, tax_id, payment_terms_days=payment_terms_days,
+        who = make_issuer(name, address, tax_id, payment_terms_days=payment_terms_days,
                           payment_details=payment_details)
+        set_issuer(self.store, who, self.now())
+        return who
 
     def set_customer(self, project: str, name: str, address: str = "", email: str = "",
                      tax_id: str = "", *, tax_rate: Decimal | int | str | None = None,
                      tax_name: str = "Tax") -> Customer:
         """``project``'s bill-to party and tax rate (a fraction: ``Decimal("0.20")``)."""
-        from .parties import set_customer
+        from .parties import make_customer
+        from .store.parties import set_customer
 
-        return set_customer(self, project, name, address, email, tax_id, tax_rate=tax_rate,
+        who = make_customer(project, name, address, email, tax_id, tax_rate=tax_rate,
                             tax_name=tax_name)
+        set_customer(self.store, who, self.now())
+        return who
 
     def issuer(self) -> Issuer | None:
+        """The seller recorded by ``set_issuer`` (None: none yet)."""
         from .store.parties import get_issuer
 
         return get_issuer(self.store)
 
     def customer(self, project: str) -> Customer | None:
+        """``project``'s bill-to party recorded by ``set_customer`` (None: none yet)."""
         from .store.parties import get_customer
 
         return get_customer(self.store, check_name(project, "project"))
@@ -366,26 +381,32 @@ class Ledger:
         """Every project's budget for ``month``: spent, held, remaining, burn rate, forecast."""
         from .reports import budget_report
 
-        return budget_report(self, self._month(month))
+        return budget_report(self.store, self.now(), self._month(month))
 
     def invoices(self, month: str, *, draft: bool = False) -> list[Invoice]:
         """The invoice of every project with something to bill for ``month`` (issued unless
         ``draft``), by project."""
         from .invoice import invoices_for_month
 
-        return invoices_for_month(self, month, draft=draft)
+        return invoices_for_month(self.store, self.now(), month, draft=draft)
 
     def usage(self, *, project: str | None = None, month: str | None = None,
               model: str | None = None, status: str | None = None) -> Iterator[UsageRow]:
         """Stream the recorded calls matching the filters, oldest first (flat memory)."""
         from .reports import usage_rows
 
-        return usage_rows(self, project=project, month=month, model=model, status=status)
+        return usage_rows(self.store, project=project, month=month, model=model, status=status)
 
     # -- the spool ----------------------------------------------------------------------------
     def replay(self) -> int:
-        """Apply the spooled usage (written while the database was failing), exactly once."""
-        return self.spool.replay(self.store, self.now())
+        """Apply the spooled usage (written while the database was failing), exactly once;
+        returns how many entries were applied."""
+        return self.spool.replay(self.store, self.now()).applied
+
+    def replay_details(self, *, rejected: bool = False) -> ReplayResult:
+        """Replay the spool (``rejected``: retry the lines set aside in ``<spool>.rejected``)
+        and say what happened: applied, newly rejected, and how many wait in the file."""
+        return self.spool.replay(self.store, self.now(), rejected=rejected)
 
     def replay_if_spooled(self) -> None:
         """After a settle succeeded: if usage waits in the spool, replay it now (one thread at
@@ -400,6 +421,3 @@ class Ledger:
         finally:
             self._replaying.release()
 
-
-def new_call_id() -> str:
-    return uuid.uuid4().hex

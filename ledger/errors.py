@@ -63,4 +63,13 @@ class InvalidInput(LedgerError, ValueError):
 
 
 class LedgerUnavailable(LedgerError):
-    """The ledger's database cannot be reached or written."""
+    """The ledger's database cannot be reached or written.
+
+    ``reason`` is the database driver's own words (default: the message); ``opening`` is true
+    when it failed while a ledger was being opened. Raised by ``ledger.store.unavailable``.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, opening: bool = False) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
+        self.opening = opening

@@ -13,7 +13,7 @@
   ``subtotal`` is the sum of the rounded line amounts; ``tax`` is the customer's rate times the
   subtotal, rounded half-even to the cent once; ``total`` = subtotal + tax. All of it in a
   local decimal context, whatever the caller's.
-* **Issuing freezes.** ``invoice(book, project, month)`` issues the invoice once: it gets the
+* **Issuing freezes.** ``invoice(store, now, project, month)`` issues the invoice once: it gets the
   next number in sequence, its document is stored, and late usage it bills is marked, all in
   one transaction (two processes issuing at once get one invoice). Issuing the same project
   and month again returns the stored document unchanged. Issuing refuses (``InvalidInput``) a
@@ -25,7 +25,7 @@
   Adjustments carry their rounding: each adjustment's amount is rounded together with the
   unbilled remainder of the project's earlier adjustments (``carried_in``), so many small late
   batches add up to what they cost instead of each rounding to $0.00 (issue 9 item 17).
-* **Voiding.** ``void_invoice(book, "INV-000005", reason=...)`` issues a credit note (its own
+* **Voiding.** ``void_invoice(store, now, "INV-000005", reason=...)`` issues a credit note (its own
   sequence, ``CN-000001``), returns the late usage the invoice billed to the pending pool, and
   lets the month be issued again.
 * **Drafts.** ``draft=True`` computes what issuing would bill now, without a number and without
@@ -37,60 +37,40 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from decimal import (
-    ROUND_HALF_EVEN,
-    Context,
-    Decimal,
-    DivisionByZero,
-    InvalidOperation,
-    Overflow,
-    localcontext,
-)
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import Any
 
 from .clock import month_bounds, parse_month
 from .errors import InvalidInput
 from .money import (
     CURRENCY,
     from_units,
+    in_money_context,
+    money_context,
     money_str,
     price_from_units,
     round_half_even_to_cent,
     to_units,
 )
-from .parties import DEFAULT_PAYMENT_TERMS_DAYS, Customer, Issuer
+from .names import check_name
+from .parties import DEFAULT_PAYMENT_TERMS_DAYS, Customer, Issuer, check_text
 from .store import invoices as sql
 from .store import parties as party_sql
+from .store.ops import Store
 from .store.schema import from_micros, to_micros
-
-if TYPE_CHECKING:
-    from .core import Ledger
 
 __all__ = ["Component", "CreditNote", "Invoice", "InvoiceLine", "build_invoice",
            "credit_notes", "invoice", "invoice_number", "invoices_for_month", "is_issued",
-           "issued_invoices", "line_from_row", "money_context", "projects_to_invoice",
+           "issued_invoices", "line_from_row", "projects_to_invoice",
            "void_invoice"]
 
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
 ZERO = Decimal("0.00")
 THOUSAND = Decimal(1000)
-
-
-def money_context() -> Context:
-    """The decimal context of every invoice sum: wide enough to be exact, never the caller's."""
-    return Context(prec=60, rounding=ROUND_HALF_EVEN,
-                   traps=[InvalidOperation, DivisionByZero, Overflow])
-
-
-@contextmanager
-def _exact() -> Iterator[None]:
-    with localcontext(money_context()):
-        yield
 
 
 @dataclass(frozen=True)
@@ -147,7 +127,7 @@ class InvoiceLine:
     def components(self) -> tuple[Component, ...]:
         """Uncached input, cached input and output, each quantity × unit price = exact amount;
         they add up to ``exact_amount`` (any difference shows as "other charges")."""
-        with _exact():
+        with money_context():
             cached_price = (self.input_per_1k if self.cached_input_per_1k is None
                             else self.cached_input_per_1k)
             uncached = self.prompt_tokens - self.cached_tokens
@@ -289,7 +269,7 @@ class Invoice:
     @property
     def exact_total(self) -> Decimal:
         """The unrounded sum of the lines' exact amounts (for audits; ``total`` is billed)."""
-        with _exact():
+        with money_context():
             return sum((line.exact_amount for line in self.lines), Decimal(0))
 
     @property
@@ -475,7 +455,7 @@ def line_from_row(row: sql.LineRow, month: str, carried_in: Decimal = ZERO) -> I
     """An invoice line from an aggregated row; rows of an earlier month are adjustments."""
     exact = from_units(row.cost_units)
     adjustment = row.month != month
-    with _exact():
+    with money_context():
         amount = round_half_even_to_cent(exact + carried_in)
     return InvoiceLine(
         model=row.model,
@@ -501,7 +481,7 @@ def line_from_row(row: sql.LineRow, month: str, carried_in: Decimal = ZERO) -> I
 def adjustment_remainder(history: Sequence[Mapping[str, Any]]) -> Decimal:
     """What the project's earlier (issued, not voided) adjustment lines cost exactly but did
     not bill after rounding: Σ exact − Σ billed. Carried into the next adjustment."""
-    with _exact():
+    with money_context():
         remainder = Decimal(0)
         for data in history:
             for line in data.get("lines", ()):
@@ -525,7 +505,7 @@ def build_invoice(number: int | None, project: str, month: str, issued_at: datet
             carry = ZERO
         else:
             lines.append(line_from_row(row, month))
-    with _exact():
+    with money_context():
         subtotal = round_half_even_to_cent(sum((ln.amount for ln in lines), ZERO))
         rate = None if customer is None else customer.tax_rate
         tax = ZERO if rate is None else round_half_even_to_cent(subtotal * rate)
@@ -537,31 +517,24 @@ def build_invoice(number: int | None, project: str, month: str, issued_at: datet
                    due_at=issued_at + timedelta(days=terms), issuer=issuer, customer=customer)
 
 
-def invoice(book: Ledger, project: str, month: str, *, draft: bool = False,
+@in_money_context
+def invoice(store: Store, now: datetime, project: str, month: str, *, draft: bool = False,
             include_empty: bool = False) -> Invoice:
-    """The invoice of ``project`` for ``month`` (``YYYY-MM``); see the module docstring.
+    """The invoice of ``project`` for ``month`` (``YYYY-MM``) as of ``now``; see the module
+    docstring.
 
     Issuing (the default) freezes it and numbers it; ``draft=True`` never writes anything.
-    Computed in the invoice's own decimal context, whatever the caller's.
+    Computed in the ledger's own decimal context (``money_context``), whatever the caller's.
     """
-    with _exact():
-        return _invoice(book, project, month, draft=draft, include_empty=include_empty)
-
-
-def _invoice(book: Ledger, project: str, month: str, *, draft: bool,
-             include_empty: bool) -> Invoice:
-    from .core import check_name
-
     check_name(project, "project")
     month = parse_month(month)
-    stored = sql.issued(book.store, project, month)
+    stored = sql.issued(store, project, month)
     if stored is not None:
         return Invoice.from_dict(stored)
-    now = book.now()
-    issuer = party_sql.get_issuer(book.store)
-    customer = party_sql.get_customer(book.store, project)
+    issuer = party_sql.get_issuer(store)
+    customer = party_sql.get_customer(store, project)
     if draft:
-        rows, history = sql.draft_rows(book.store, project, month)
+        rows, history = sql.draft_rows(store, project, month)
         return build_invoice(None, project, month, now, rows, issuer=issuer, customer=customer,
                              history=history)
     start, end = month_bounds(month)
@@ -571,7 +544,7 @@ def _invoice(book: Ledger, project: str, month: str, *, draft: bool,
     if now < end:
         raise InvalidInput(f"{month} is not over until {end:%Y-%m-%d 00:00} UTC: it cannot be "
                            "issued yet; draft=True / --draft previews it")
-    if customer is None and not sql.known_project(book.store, project):
+    if customer is None and not sql.known_project(store, project):
         raise InvalidInput(f"project {project!r} has no usage and no customer record: check "
                            "the name, or record the customer first (set_customer / "
                            "`ledger customer set`)")
@@ -586,25 +559,20 @@ def _invoice(book: Ledger, project: str, month: str, *, draft: bool,
             return None
         return inv.to_dict(), to_units(inv.total)
 
-    issued = sql.issue(book.store, project, month, to_micros(now), render)
+    issued = sql.issue(store, project, month, to_micros(now), render)
     if issued is None:
         return empty[0]
     return Invoice.from_dict(issued)
 
 
-def void_invoice(book: Ledger, number: int | str, *, reason: str) -> CreditNote:
-    """Void an issued invoice: a credit note for its full amount (``CN-000001``, its own
-    sequence), its late usage back to the pending pool, and its month open to be issued again."""
-    with _exact():
-        return _void_invoice(book, number, reason)
-
-
-def _void_invoice(book: Ledger, number: int | str, reason: str) -> CreditNote:
-    from .parties import check_text
-
+@in_money_context
+def void_invoice(store: Store, now: datetime, number: int | str, *,
+                 reason: str) -> CreditNote:
+    """Void an issued invoice as of ``now``: a credit note for its full amount (``CN-000001``,
+    its own sequence), its late usage back to the pending pool, and its month open to be
+    issued again."""
     seq = invoice_number(number)
     why = check_text(reason, "reason", required=True)
-    now = book.now()
 
     def render(credit: int, data: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
         inv = Invoice.from_dict(data)
@@ -617,39 +585,39 @@ def _void_invoice(book: Ledger, number: int | str, reason: str) -> CreditNote:
             customer=inv.customer, invoice_issued_at=inv.issued_at)
         return note.to_dict(), to_units(note.total), why
 
-    return CreditNote.from_dict(sql.void(book.store, seq, to_micros(now), render))
+    return CreditNote.from_dict(sql.void(store, seq, to_micros(now), render))
 
 
-def credit_notes(book: Ledger) -> list[CreditNote]:
+def credit_notes(store: Store) -> list[CreditNote]:
     """Every credit note, by number."""
-    return [CreditNote.from_dict(d) for d in sql.credit_note_list(book.store)]
+    return [CreditNote.from_dict(d) for d in sql.credit_note_list(store)]
 
 
-def invoices_for_month(book: Ledger, month: str, *, draft: bool = False,
+def invoices_for_month(store: Store, now: datetime, month: str, *, draft: bool = False,
                        include_empty: bool = False) -> list[Invoice]:
     """The invoice of every project with something to bill for ``month`` (usage in it, an
     invoice already issued for it, or late usage of an earlier frozen month), by project;
     issuing those not yet issued unless ``draft``."""
     month = parse_month(month)
-    return [invoice(book, p, month, draft=draft, include_empty=include_empty)
-            for p in projects_to_invoice(book, month)]
+    return [invoice(store, now, p, month, draft=draft, include_empty=include_empty)
+            for p in projects_to_invoice(store, month)]
 
 
-def is_issued(book: Ledger, project: str, month: str) -> bool:
+def is_issued(store: Store, project: str, month: str) -> bool:
     """Whether ``project``'s invoice for ``month`` has been issued (and so is frozen)."""
-    return sql.issued(book.store, project, parse_month(month)) is not None
+    return sql.issued(store, project, parse_month(month)) is not None
 
 
-def projects_to_invoice(book: Ledger, month: str) -> list[str]:
+def projects_to_invoice(store: Store, month: str) -> list[str]:
     """Projects with something to bill for ``month``, by name: chargeable usage in it, an
     invoice already issued for it, or late usage of an earlier frozen month."""
-    return sql.projects_to_invoice(book.store, parse_month(month))
+    return sql.projects_to_invoice(store, parse_month(month))
 
 
-def issued_invoices(book: Ledger, month: str | None = None, *,
+def issued_invoices(store: Store, month: str | None = None, *,
                     include_void: bool = False) -> list[Invoice]:
     """Every issued invoice (of ``month``, if given; voided ones too if asked), by number."""
-    found = sql.issued_invoices(book.store, None if month is None else parse_month(month),
+    found = sql.issued_invoices(store, None if month is None else parse_month(month),
                                 include_void=include_void)
     return [replace(Invoice.from_dict(s.data), state=s.state,
                     credit_note=None if s.credit_note is None else credit_label(s.credit_note))

@@ -1,6 +1,7 @@
 """Who an invoice is from and who it is to: the issuer (seller) and a project's customer.
 
-Pure rules; the rows live in ``ledger.store.parties``. Every text field is kept literally
+Pure rules (``make_issuer`` / ``make_customer`` check what is given); the rows live in
+``ledger.store.parties``. Every text field is kept literally
 (names may carry accents, CJK, ``<`` or quotes: the renderers escape them). A tax rate is a
 ``Decimal`` fraction between 0 and 1 with at most 6 decimal places (``Decimal("0.20")`` is
 20 %); floats raise ``TypeError`` like every amount.
@@ -11,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import InvalidInput
-from .money import to_decimal
-
-if TYPE_CHECKING:
-    from .core import Ledger
+from .money import in_money_context, to_decimal
+from .names import check_name
 
 __all__ = ["DEFAULT_PAYMENT_TERMS_DAYS", "TAX_PLACES", "Customer", "Issuer", "check_text",
-           "parse_tax_rate", "set_customer", "set_issuer", "tax_rate_from_units",
+           "make_customer", "make_issuer", "parse_tax_rate", "tax_rate_from_units",
            "tax_rate_to_units"]
 
 DEFAULT_PAYMENT_TERMS_DAYS = 30
@@ -48,6 +47,7 @@ def check_text(value: object, field: str, *, required: bool = False) -> str:
     return text
 
 
+@in_money_context
 def parse_tax_rate(value: object) -> Decimal:
     """A tax rate as a fraction: 0 <= rate <= 1, at most 6 decimal places."""
     rate = to_decimal(value, "tax_rate")
@@ -59,10 +59,12 @@ def parse_tax_rate(value: object) -> Decimal:
     return rate
 
 
+@in_money_context
 def tax_rate_to_units(rate: Decimal) -> int:
     return int(parse_tax_rate(rate).scaleb(TAX_PLACES))
 
 
+@in_money_context
 def tax_rate_from_units(units: int) -> Decimal:
     rate = Decimal(int(units)).scaleb(-TAX_PLACES).normalize()
     return rate.quantize(Decimal("0.01")) if rate.as_tuple().exponent > -2 else rate  # type: ignore[operator]
@@ -125,29 +127,23 @@ def check_terms(value: object) -> int:
     return value
 
 
-def set_issuer(book: Ledger, name: str, address: str = "", tax_id: str = "", *,
-               payment_terms_days: int = DEFAULT_PAYMENT_TERMS_DAYS,
-               payment_details: str = "") -> Issuer:
-    """Record the seller (replacing any earlier one); invoices issued before keep theirs."""
-    from .store.parties import set_issuer as store_issuer
-
-    who = Issuer(check_text(name, "name", required=True), check_text(address, "address"),
-                 check_text(tax_id, "tax_id"), check_terms(payment_terms_days),
-                 check_text(payment_details, "payment_details"))
-    store_issuer(book.store, who, book.now())
-    return who
+def make_issuer(name: str, address: str = "", tax_id: str = "", *,
+                payment_terms_days: int = DEFAULT_PAYMENT_TERMS_DAYS,
+                payment_details: str = "") -> Issuer:
+    """The seller, checked (the ``Ledger`` stores it, replacing any earlier one; invoices
+    issued before keep theirs)."""
+    return Issuer(check_text(name, "name", required=True), check_text(address, "address"),
+                  check_text(tax_id, "tax_id"), check_terms(payment_terms_days),
+                  check_text(payment_details, "payment_details"))
 
 
-def set_customer(book: Ledger, project: str, name: str, address: str = "", email: str = "",
-                 tax_id: str = "", *, tax_rate: object = None, tax_name: str = "Tax") -> Customer:
-    """Record ``project``'s bill-to party (replacing any earlier one)."""
-    from .core import check_name
-    from .store.parties import set_customer as store_customer
-
-    who = Customer(check_name(project, "project"), check_text(name, "name", required=True),
-                   check_text(address, "address"), check_text(email, "email"),
-                   check_text(tax_id, "tax_id"),
-                   None if tax_rate is None else parse_tax_rate(tax_rate),
-                   check_text(tax_name, "tax_name") or "Tax")
-    store_customer(book.store, who, book.now())
-    return who
+def make_customer(project: str, name: str, address: str = "", email: str = "",
+                  tax_id: str = "", *, tax_rate: object = None,
+                  tax_name: str = "Tax") -> Customer:
+    """``project``'s bill-to party, checked (the ``Ledger`` stores it, replacing any earlier
+    one)."""
+    return Customer(check_name(project, "project"), check_text(name, "name", required=True),
+                    check_text(address, "address"), check_text(email, "email"),
+                    check_text(tax_id, "tax_id"),
+                    None if tax_rate is None else parse_tax_rate(tax_rate),
+                    check_text(tax_name, "tax_name") or "Tax")

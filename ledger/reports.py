@@ -16,7 +16,8 @@ Budget report, per project with a budget or with activity in the month:
   spend; a month not yet begun forecasts its spend so far (normally 0).
 * ``daily``: settled spend per UTC day, for the HTML report's chart.
 
-"Now" is ``book.now()`` (the ledger's injectable clock). Burn rate and forecast are estimates,
+"Now" is the ``now`` the caller passes (``Ledger`` passes its injectable clock's time); every
+function takes the store it reads, never the whole ``Ledger``. Burn rate and forecast are estimates,
 shown rounded half-even to the cent; spent, reserved and remaining are exact.
 """
 
@@ -24,21 +25,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from .budget import BudgetState
 from .clock import month_bounds, month_of, parse_month
 from .errors import InvalidInput, LedgerUnavailable
-from .money import from_units, money_str, price_from_units, round_half_even_to_cent
-from .store import reports as sql
+from .money import (
+    from_units,
+    in_money_context,
+    money_context,
+    money_str,
+    price_from_units,
+    round_half_even_to_cent,
+)
+from .store import reports as report_queries
+from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
 from .store.schema import from_micros, to_micros
-
-if TYPE_CHECKING:
-    from .core import Ledger
 
 __all__ = [
     "USAGE_STATUSES",
@@ -123,15 +129,18 @@ class BudgetReport:
 
     @property
     def spent(self) -> Decimal:
-        return sum((r.spent for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.spent for r in self.rows), Decimal("0.00"))
 
     @property
     def reserved(self) -> Decimal:
-        return sum((r.reserved for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.reserved for r in self.rows), Decimal("0.00"))
 
     @property
     def forecast(self) -> Decimal:
-        return sum((r.forecast for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.forecast for r in self.rows), Decimal("0.00"))
 
     def to_dict(self, *, daily: bool = True) -> dict[str, Any]:
         return {
@@ -146,15 +155,15 @@ class BudgetReport:
         }
 
 
-def budget_report(book: Ledger, month: str) -> BudgetReport:
-    """The budget report for ``month`` (``YYYY-MM``) as of ``book.now()``.
+@in_money_context
+def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
+    """The budget report for ``month`` (``YYYY-MM``) as of ``now``.
 
     Expired holds are released first, so calls of dead processes do not count as reserved.
     """
     month = parse_month(month)
-    now = book.now()
     with contextlib.suppress(LedgerUnavailable):  # a read-only ledger still reports
-        book.store.expire(now)
+        store.expire(now)
     start, end = month_bounds(month)
     days_in_month = (end - start).days
     if now >= end:
@@ -164,10 +173,10 @@ def budget_report(book: Ledger, month: str) -> BudgetReport:
     else:
         elapsed = _days(now - start)
     left = Decimal(days_in_month) - elapsed
-    daily = sql.daily_costs(book.store, month, to_micros(start))
+    daily = report_queries.daily_costs(store, month, to_micros(start))
     today = min(int(elapsed), days_in_month - 1) if now >= start else -1
     rows = []
-    for state in book.store.states(month):
+    for state in store.states(month):
         spent = state.spent
         burn = spent / max(elapsed, Decimal(1)) if elapsed > 0 else Decimal(0)
         forecast = spent + burn * left if 0 < elapsed < days_in_month else spent
@@ -188,15 +197,16 @@ def budget_report(book: Ledger, month: str) -> BudgetReport:
                         tuple(rows))
 
 
-def budgets(book: Ledger, month: str | None = None) -> list[BudgetState]:
-    """Every project with a budget, with its state in ``month`` (default: the current one)."""
-    month = month_of(book.now()) if month is None else parse_month(month)
-    return [s for s in book.store.states(month) if s.limit is not None]
+def budgets(store: Store, now: datetime, month: str | None = None) -> list[BudgetState]:
+    """Every project with a budget, with its state in ``month`` (default: ``now``'s)."""
+    month = month_of(now) if month is None else parse_month(month)
+    return [s for s in store.states(month) if s.limit is not None]
 
 
 def _days(delta: timedelta) -> Decimal:
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return Decimal(micros) / Decimal(sql.DAY_MICROS)
+    with money_context():
+        return Decimal(micros) / Decimal(report_queries.DAY_MICROS)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -226,26 +236,27 @@ class UsageRow:
     http_status: int | None
     error: str | None
     call_id: str | None
+    #: Reasoning tokens the server reported (part of completion_tokens), or None.
+    reasoning_tokens: int | None = None
 
-    FIELDS = ("id", "at", "project", "month", "model", "status", "estimated", "prompt_tokens",
-              "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_per_1k",
-              "output_per_1k", "cached_input_per_1k", "cost", "http_status", "error",
-              "call_id")
+    #: The field names, in order (the CSV header): set from the dataclass below.
+    FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: money and prices as exact decimal strings, instants in ISO 8601."""
-        return {
-            "id": self.id, "at": self.at.isoformat(), "project": self.project,
-            "month": self.month, "model": self.model, "status": self.status,
-            "estimated": self.estimated, "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
-            "est_prompt_tokens": self.est_prompt_tokens,
-            "input_per_1k": money_str(self.input_per_1k),
-            "output_per_1k": money_str(self.output_per_1k),
-            "cached_input_per_1k": _money(self.cached_input_per_1k),
-            "cost": money_str(self.cost), "http_status": self.http_status,
-            "error": self.error, "call_id": self.call_id,
-        }
+        """JSON-ready, by field name: money and prices as exact decimal strings, instants in
+        ISO 8601."""
+        return {name: _json_value(getattr(self, name)) for name in self.FIELDS}
+
+
+UsageRow.FIELDS = tuple(f.name for f in fields(UsageRow))
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, Decimal):
+        return money_str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def _usage_filter(project: str | None, month: str | None, model: str | None,
@@ -255,7 +266,7 @@ def _usage_filter(project: str | None, month: str | None, model: str | None,
     return UsageFilter(project, None if month is None else parse_month(month), model, status)
 
 
-def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = None,
+def usage_rows(store: Store, *, project: str | None = None, month: str | None = None,
                model: str | None = None, status: str | None = None,
                batch: int = 2000) -> Generator[UsageRow, None, None]:
     """Stream the recorded calls matching the filters, oldest first (flat memory).
@@ -265,10 +276,10 @@ def usage_rows(book: Ledger, *, project: str | None = None, month: str | None = 
     is produced; close the generator (or exhaust it) to release its database connection.
     """
     flt = _usage_filter(project, month, model, status)
-    return _usage_rows(book, flt, batch)
+    return _usage_rows(store, flt, batch)
 
 
-def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Generator[UsageRow, None, None]:
+def _usage_rows(store: Store, flt: UsageFilter, batch: int) -> Generator[UsageRow, None, None]:
     prices: dict[int, Decimal] = {}  # a handful of distinct prices: convert each once
 
     def price(units: int) -> Decimal:
@@ -277,23 +288,33 @@ def _usage_rows(book: Ledger, flt: UsageFilter, batch: int) -> Generator[UsageRo
             found = prices[units] = price_from_units(units)
         return found
 
-    for r in sql.iter_usage(book.store, flt, batch):
-        (id_, at, project, month, model, status, estimated, prompt, completion, cached,
-         est, input_price, output_price, cached_price, cost, http_status, error, call_id) = r
+    for r in report_queries.iter_usage(store, flt, batch):
+        cached_price = r["cached_price"]
         yield UsageRow(
-            int(id_), from_micros(int(at)), str(project), str(month), str(model),
-            str(status), bool(estimated), int(prompt), int(completion), int(cached),
-            None if est is None else int(est), price(int(input_price)),
-            price(int(output_price)), None if cached_price is None else price(int(cached_price)),
-            from_units(int(cost)), None if http_status is None else int(http_status),
-            None if error is None else str(error), None if call_id is None else str(call_id),
+            id=int(r["id"]), at=from_micros(int(r["at"])), project=str(r["project"]),
+            month=str(r["month"]), model=str(r["model"]), status=str(r["status"]),
+            estimated=bool(r["estimated"]), prompt_tokens=int(r["prompt_tokens"]),
+            completion_tokens=int(r["completion_tokens"]),
+            cached_tokens=int(r["cached_tokens"]),
+            est_prompt_tokens=_int_or_none(r["est_prompt_tokens"]),
+            input_per_1k=price(int(r["input_price"])),
+            output_per_1k=price(int(r["output_price"])),
+            cached_input_per_1k=None if cached_price is None else price(int(cached_price)),
+            cost=from_units(int(r["cost"])), http_status=_int_or_none(r["http_status"]),
+            error=None if r["error"] is None else str(r["error"]),
+            call_id=None if r["call_id"] is None else str(r["call_id"]),
+            reasoning_tokens=_int_or_none(r["reasoning_tokens"]),
         )
 
 
-def count_usage(book: Ledger, *, project: str | None = None, month: str | None = None,
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def count_usage(store: Store, *, project: str | None = None, month: str | None = None,
                 model: str | None = None, status: str | None = None) -> int:
     """How many recorded calls match the filters (one indexed ``COUNT``)."""
-    return sql.count_usage(book.store, _usage_filter(project, month, model, status))
+    return report_queries.count_usage(store, _usage_filter(project, month, model, status))
 
 
 # -- calibration -------------------------------------------------------------------------------
@@ -315,6 +336,7 @@ class Calibration:
     overestimated_share: Decimal
 
     @classmethod
+    @in_money_context
     def from_row(cls, row: CalibrationRow) -> Calibration:
         ratio = (None if not row.estimated_prompt_tokens else
                  (Decimal(row.actual_prompt_tokens) / row.estimated_prompt_tokens)
@@ -337,9 +359,9 @@ class Calibration:
         }
 
 
-def calibration(book: Ledger, *, project: str | None = None, month: str | None = None,
+def calibration(store: Store, *, project: str | None = None, month: str | None = None,
                 model: str | None = None) -> list[Calibration]:
     """Estimated vs actual prompt tokens per model, over settled (``ok``) calls that were
     estimated before they were sent and whose usage the server reported."""
     flt = _usage_filter(project, month, model, None)
-    return [Calibration.from_row(r) for r in sql.calibration(book.store, flt)]
+    return [Calibration.from_row(r) for r in report_queries.calibration(store, flt)]

@@ -4,7 +4,8 @@ One small class implements the transport contract of both packages (``handle_req
 ``handle_async_request``; ``httpx2`` is an API-identical fork of ``httpx``), so the same object
 works in ``httpx.Client``, ``httpx.AsyncClient``, ``httpx2.Client`` and ``httpx2.AsyncClient``.
 It wraps another transport (default: the package's ``HTTPTransport`` / ``AsyncHTTPTransport``,
-picked from the request's type) and drives the I/O-free lifecycle of :mod:`ledger.metering`:
+picked from the request's type) and drives a :class:`~ledger.metering.Call` through the
+steps of :mod:`ledger.metering` (hold → post | void | expire):
 
 * ``POST .../chat/completions`` and ``POST .../messages`` are metered; anything else passes
   through untouched (an ``X-Ledger-Project`` header is removed from every request).
@@ -14,9 +15,11 @@ picked from the request's type) and drives the I/O-free lifecycle of :mod:`ledge
 * The request is forwarded with ``Accept-Encoding: identity`` (so the ledger reads the reply
   as it passes) and, for an OpenAI stream that did not ask for usage, with
   ``stream_options.include_usage`` added; the usage-only chunk is then dropped on the way back.
-* The response stream is wrapped (the idea of httpx's ``BoundSyncStream``): bytes reach the
-  caller as they arrive, :class:`~ledger.metering.ResponseMeter` reads them on the side, and
-  the call is settled exactly once when the body ends, breaks or is closed.
+* The response stream is wrapped (the idea of httpx's ``BoundSyncStream`` /
+  ``BoundAsyncStream``): bytes reach the caller as they arrive, and one I/O-free
+  :class:`~ledger.metering.BodySteps` decides, chunk by chunk, what to pass on and when to
+  renew or settle (exactly once, when the body ends, breaks or is closed). The sync and async
+  stream classes are thin shells that only carry its decisions out.
 * A transport error voids the call and is re-raised unchanged.
 
 Async drivers never touch the database on the event loop: preparing + holding is one worker
@@ -28,34 +31,30 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import httpx
 import httpx2
 
 from .errors import BudgetExceeded, InvalidInput, LedgerError, LedgerUnavailable, UnknownModel
-from .metering import (
+from .metering.body import RENEW, BodySteps, Todo
+from .metering.call import Call, renew_interval
+from .metering.meter import HasMeter, Meter
+from .metering.refusal import refusal_for
+from .metering.reply import ResponseMeter, exception_text, failed
+from .metering.request import (
     CALL_ID_HEADER,
     PROJECT_HEADER,
-    Prepared,
-    ResponseMeter,
-    begin,
-    exception_text,
-    failed,
-    finish,
+    PreparedCall,
     prepare,
-    refusal_for,
     secrets_of,
 )
+from .names import check_name
+from .records import Outcome
 from .shapes import Shape, shape_for
-from .store.ops import Outcome
-
-if TYPE_CHECKING:
-    from .core import Ledger
 
 __all__ = [
     "MeteredTransport",
@@ -82,10 +81,9 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         client = httpx.Client(transport=ledger.MeteredTransport(book, "acme"))
     """
 
-    def __init__(self, book: Ledger, project: str, wrapped: Any = None) -> None:
-        from .core import check_name
-
+    def __init__(self, book: HasMeter, project: str, wrapped: Any = None) -> None:
         self.book = book
+        self.meter: Meter = book.meter
         self.project = check_name(project, "project")
         self.wrapped = wrapped
         self._defaults: dict[tuple[bool, bool], Any] = {}
@@ -123,19 +121,21 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         if shape is None:
             response: AnyResponse = inner.handle_request(request)
             return response
+        meter = self.meter
         try:
-            prepared = prepare(self.book, shape, project, request.read(),
-                               secrets=secrets_of(request.headers))
-            begin(self.book, prepared)
+            call = Call(meter, prepare(meter, shape, project, request.read(),
+                                       secrets=secrets_of(request.headers)))
+            call.hold()
         except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
-        forward = _forward_request(request, prepared)
+        forward = _forward_request(request, call.prepared)
         try:
             response = inner.handle_request(forward)
         except BaseException as exc:
-            finish(self.book, prepared, failed(exception_text(exc)))
+            if call.claim():
+                call.settle(failed(exception_text(exc)))
             raise
-        return _metered_response(response, self.book, prepared, is_async=False)
+        return _metered_response(response, call, is_async=False)
 
     def close(self) -> None:
         for inner in self._closables():
@@ -168,29 +168,31 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
             response: AnyResponse = await inner.handle_async_request(request)
             return response
         body = await request.aread()
-        book = self.book
+        meter = self.meter
 
-        def start() -> Prepared:
-            prepared = prepare(book, shape, project, body, secrets=secrets_of(request.headers))
-            begin(book, prepared)
-            return prepared
+        def start() -> Call:
+            call = Call(meter, prepare(meter, shape, project, body,
+                                       secrets=secrets_of(request.headers)))
+            call.hold()
+            return call
 
         try:
             # Shielded: a task cancelled while its hold is being written still gets the hold
             # back, and the cancellation then lands in the forward below, which voids it.
             with anyio.CancelScope(shield=True):
-                prepared = await anyio.to_thread.run_sync(start)
+                call = await anyio.to_thread.run_sync(start)
         except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
-        forward = _forward_request(request, prepared)
+        forward = _forward_request(request, call.prepared)
         try:
             response = await inner.handle_async_request(forward)
         except BaseException as exc:
-            outcome = failed(exception_text(exc))
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(finish, book, prepared, outcome)
+            if call.claim():
+                outcome = failed(exception_text(exc))
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(call.settle, outcome)
             raise
-        return _metered_response(response, book, prepared, is_async=True)
+        return _metered_response(response, call, is_async=True)
 
     async def aclose(self) -> None:
         for inner in self._closables():
@@ -238,7 +240,7 @@ def _refuse(request: AnyRequest, shape: Shape, exc: LedgerError) -> AnyResponse:
     return response
 
 
-def _forward_request(request: AnyRequest, prepared: Prepared) -> AnyRequest:
+def _forward_request(request: AnyRequest, prepared: PreparedCall) -> AnyRequest:
     """The request to send: reads replies uncompressed; the injected body if there is one."""
     request.headers["accept-encoding"] = "identity"
     if prepared.forward_body is None:
@@ -252,8 +254,7 @@ def _forward_request(request: AnyRequest, prepared: Prepared) -> AnyRequest:
     return forward
 
 
-def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared, *,
-                      is_async: bool) -> AnyResponse:
+def _metered_response(response: AnyResponse, call: Call, *, is_async: bool) -> AnyResponse:
     """Wrap the response stream so the call settles when the body ends or is closed."""
     if response.is_stream_consumed:
         # Built in memory and already read (a mock, a cache, a test double): the client would
@@ -262,129 +263,76 @@ def _metered_response(response: AnyResponse, book: Ledger, prepared: Prepared, *
         response = lib.Response(response.status_code, headers=response.headers,
                                 stream=lib.ByteStream(response.content),
                                 extensions=response.extensions)
-    meter = ResponseMeter(
+    prepared, meter = call.prepared, call.meter
+    estimator = meter.estimator
+    reply = ResponseMeter(
         prepared, response.status_code, response.headers.get("content-type"),
         response.headers.get("content-encoding"),
-        lambda text: book.estimator.count_text(prepared.model, text))
-    if meter.drops:
+        lambda text: estimator.count_text(prepared.model, text))
+    if reply.drops:
         response.headers.pop("content-length", None)
     response.headers[CALL_ID_HEADER] = prepared.call_id
-    settler = _Settler(book, prepared, meter)
+    steps = BodySteps(reply, call, renew_interval(meter))
     stream: Any
     if is_async:
-        stream = _AsyncMeteredStream(response.stream, settler)
+        stream = _AsyncMeteredStream(response.stream, steps)
     else:
-        stream = _SyncMeteredStream(response.stream, settler)
+        stream = _SyncMeteredStream(response.stream, steps)
     # A response dropped unread and unclosed never runs the stream's code: settle it when it
     # is garbage-collected (or at interpreter exit) instead of leaving its hold to expire.
-    weakref.finalize(stream, _abandoned, settler)
+    weakref.finalize(stream, _abandoned, steps)
     response.stream = stream
     return response
 
 
-def _renew_interval(book: Ledger) -> float:
-    """Renew a streaming call's hold after a third of its TTL (at most every minute)."""
-    return min(book.hold_ttl.total_seconds() / 3, 60.0)
-
-
-def _abandoned(settler: _Settler) -> None:
+def _abandoned(steps: BodySteps) -> None:
     """Called by the garbage collector: never raise there, and never touch the database from
     inside it (a lock held by the interrupted code could deadlock) — settle on a thread."""
     try:
-        if settler.claim():
-            threading.Thread(target=_settle_abandoned, args=(settler,),
+        if steps.call.claim():
+            threading.Thread(target=_settle_abandoned, args=(steps,),
                              name="ledger-abandoned-stream").start()
     except Exception:
         pass
 
 
-def _settle_abandoned(settler: _Settler) -> None:
+def _settle_abandoned(steps: BodySteps) -> None:
     try:
-        settler.settle(settler.meter.outcome("closed"))
+        steps.call.settle(steps.meter.outcome("closed"))
     except Exception:
         log.exception("settling an abandoned response failed")
 
 
-class _Settler:
-    """Settles one call exactly once, whichever of end, error and close comes first; while
-    its body streams, renews the call's hold so a long stream never outlives it."""
-
-    __slots__ = ("_done", "_lock", "_renew_at", "book", "meter", "prepared")
-
-    def __init__(self, book: Ledger, prepared: Prepared, meter: ResponseMeter) -> None:
-        self.book = book
-        self.prepared = prepared
-        self.meter = meter
-        self._done = False
-        self._lock = threading.Lock()
-        self._renew_at = time.monotonic() + _renew_interval(book)
-
-    def due(self) -> bool:
-        """Is it time to renew the hold? (a clock read per chunk; renewals are rare)"""
-        if time.monotonic() < self._renew_at:
-            return False
-        self._renew_at = time.monotonic() + _renew_interval(self.book)
-        return True
-
-    def renew(self) -> None:
-        try:
-            self.book.store.renew(self.prepared.call_id, self.book.now() + self.book.hold_ttl)
-        except LedgerError:  # the stream goes on; at worst the hold expires and the
-            log.warning("could not renew hold %s", self.prepared.call_id, exc_info=True)
-
-    async def arenew(self) -> None:
-        import anyio.to_thread
-
-        await anyio.to_thread.run_sync(self.renew)
-
-    def claim(self) -> bool:
-        """True for the one caller that gets to settle."""
-        with self._lock:
-            if self._done:
-                return False
-            self._done = True
-            return True
-
-    def settle(self, outcome: Outcome) -> None:
-        finish(self.book, self.prepared, outcome)
-
-    async def asettle(self, outcome: Outcome) -> None:
-        import anyio
-        import anyio.to_thread
-
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(finish, self.book, self.prepared, outcome)
-
-
 class _SyncMeteredStream(httpx.SyncByteStream, httpx2.SyncByteStream):
-    """The response body, passed through as it arrives; settles at its end or close."""
+    """The response body, passed through as it arrives; a shell around :class:`BodySteps`."""
 
-    def __init__(self, stream: Any, settler: _Settler) -> None:
+    def __init__(self, stream: Any, steps: BodySteps) -> None:
         self._stream = stream
-        self._settler = settler
+        self._steps = steps
+
+    def _do(self, todo: Todo) -> None:
+        if isinstance(todo, Outcome):
+            self._steps.call.settle(todo)
+        elif todo is RENEW:
+            self._steps.call.renew()
 
     def __iter__(self) -> Iterator[bytes]:
-        settler, meter = self._settler, self._settler.meter
+        steps = self._steps
         try:
             for chunk in self._stream:
-                out = meter.feed(chunk)
-                if meter.terminal and settler.claim():
-                    settler.settle(meter.outcome("eof"))
-                elif settler.due():
-                    settler.renew()
+                out, todo = steps.chunk(chunk)
+                if todo is not None:
+                    self._do(todo)
                 if out:
                     yield out
         except GeneratorExit:  # the caller stopped reading and dropped the body unclosed
-            if settler.claim():
-                settler.settle(meter.outcome("closed"))
+            self._do(steps.closed())
             raise
         except Exception as exc:
-            if settler.claim():
-                settler.settle(meter.outcome("error", exception_text(exc)))
+            self._do(steps.error(exc))
             raise
-        tail = meter.finish()
-        if settler.claim():
-            settler.settle(meter.outcome("eof"))
+        tail, outcome = steps.end()
+        self._do(outcome)
         if tail:
             yield tail
 
@@ -392,39 +340,44 @@ class _SyncMeteredStream(httpx.SyncByteStream, httpx2.SyncByteStream):
         try:
             self._stream.close()
         finally:
-            if self._settler.claim():
-                self._settler.settle(self._settler.meter.outcome("closed"))
+            self._do(self._steps.closed())
 
 
 class _AsyncMeteredStream(httpx.AsyncByteStream, httpx2.AsyncByteStream):
-    """The async twin of :class:`_SyncMeteredStream`."""
+    """The async twin of :class:`_SyncMeteredStream`: the same steps, the I/O in a worker
+    thread (shielded, so a cancelled task still settles what it used)."""
 
-    def __init__(self, stream: Any, settler: _Settler) -> None:
+    def __init__(self, stream: Any, steps: BodySteps) -> None:
         self._stream = stream
-        self._settler = settler
+        self._steps = steps
+
+    async def _do(self, todo: Todo) -> None:
+        import anyio
+        import anyio.to_thread
+
+        if isinstance(todo, Outcome):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._steps.call.settle, todo)
+        elif todo is RENEW:
+            await anyio.to_thread.run_sync(self._steps.call.renew)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        settler, meter = self._settler, self._settler.meter
+        steps = self._steps
         try:
             async for chunk in self._stream:
-                out = meter.feed(chunk)
-                if meter.terminal and settler.claim():
-                    await settler.asettle(meter.outcome("eof"))
-                elif settler.due():
-                    await settler.arenew()
+                out, todo = steps.chunk(chunk)
+                if todo is not None:
+                    await self._do(todo)
                 if out:
                     yield out
         except GeneratorExit:  # finalised unclosed (aclose() from the event loop's hook)
-            if settler.claim():
-                await settler.asettle(meter.outcome("closed"))
+            await self._do(steps.closed())
             raise
         except Exception as exc:
-            if settler.claim():
-                await settler.asettle(meter.outcome("error", exception_text(exc)))
+            await self._do(steps.error(exc))
             raise
-        tail = meter.finish()
-        if settler.claim():
-            await settler.asettle(meter.outcome("eof"))
+        tail, outcome = steps.end()
+        await self._do(outcome)
         if tail:
             yield tail
 
@@ -432,38 +385,37 @@ class _AsyncMeteredStream(httpx.AsyncByteStream, httpx2.AsyncByteStream):
         try:
             await self._stream.aclose()
         finally:
-            if self._settler.claim():
-                await self._settler.asettle(self._settler.meter.outcome("closed"))
+            await self._do(self._steps.closed())
 
 
 # -- ready-made clients ----------------------------------------------------------------------
 
 
-def httpx_client(book: Ledger, project: str, **kwargs: Any) -> httpx.Client:
+def httpx_client(book: HasMeter, project: str, **kwargs: Any) -> httpx.Client:
     """An ``httpx.Client(**kwargs)`` whose RunAPI calls are metered for ``project``."""
     client: httpx.Client = _metered_client(httpx.Client, book, project, kwargs)
     return client
 
 
-def async_httpx_client(book: Ledger, project: str, **kwargs: Any) -> httpx.AsyncClient:
+def async_httpx_client(book: HasMeter, project: str, **kwargs: Any) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient(**kwargs)`` whose RunAPI calls are metered for ``project``."""
     client: httpx.AsyncClient = _metered_client(httpx.AsyncClient, book, project, kwargs)
     return client
 
 
-def httpx2_client(book: Ledger, project: str, **kwargs: Any) -> httpx2.Client:
+def httpx2_client(book: HasMeter, project: str, **kwargs: Any) -> httpx2.Client:
     """An ``httpx2.Client(**kwargs)`` (the Anthropic SDK's) metered for ``project``."""
     client: httpx2.Client = _metered_client(httpx2.Client, book, project, kwargs)
     return client
 
 
-def async_httpx2_client(book: Ledger, project: str, **kwargs: Any) -> httpx2.AsyncClient:
+def async_httpx2_client(book: HasMeter, project: str, **kwargs: Any) -> httpx2.AsyncClient:
     """An ``httpx2.AsyncClient(**kwargs)`` metered for ``project``."""
     client: httpx2.AsyncClient = _metered_client(httpx2.AsyncClient, book, project, kwargs)
     return client
 
 
-def _metered_client(cls: Any, book: Ledger, project: str, kwargs: dict[str, Any]) -> Any:
+def _metered_client(cls: Any, book: HasMeter, project: str, kwargs: dict[str, Any]) -> Any:
     """Build the client exactly as its package would (TLS, limits, proxies from the
     environment, mounts), then wrap every transport it routes through, so no route bypasses
     the ledger."""

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from ledger import Ledger, ManualClock
@@ -40,7 +41,9 @@ def section(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Name
 @contextlib.contextmanager
 def fresh_pg(url: str) -> Iterator[str | None]:
     """A fresh schema on PostgreSQL (dropped afterwards), or None when it does not answer."""
-    from ledger.testing.reliability import pg_schema
+    # The schema helper is test equipment in tests/harness (it does not ship).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.harness.databases import pg_schema
 
     try:
         schema = pg_schema(url)

@@ -3,6 +3,7 @@
 
     scripts/soak.py --minutes 30                      # a SQLite ledger in a temp directory
     scripts/soak.py --minutes 10 --db postgresql+psycopg://postgres@127.0.0.1:5432/test
+    scripts/soak.py --quick                           # six seconds: checks the soak runs
 
 Sync and async clients of httpx and httpx2, streamed and not, and ``metered_call``; server
 errors, error events, cut streams, missing usage and malformed bodies; refusals by a hard
@@ -24,7 +25,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from ledger.testing.reliability import figures_table, pg_schema, soak
+# The harness is test equipment in tests/harness (it does not ship): import it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness import figures_table, pg_schema, soak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="a PostgreSQL URL (a fresh schema is made); default SQLite")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--quick", action="store_true", help="six seconds (overrides --minutes)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.minutes = 0.1
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-soak-")))
         if args.db and not args.db.startswith("sqlite"):

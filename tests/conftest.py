@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from ledger import Ledger, ManualClock
-from ledger.testing.reliability import pg_schema
 from ledger.testing.simulator import RunAPISimulator
+from tests.harness.databases import pg_schema
 
 PG_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL")
 REQUIRE_PG = os.environ.get("LEDGER_TEST_REQUIRE_POSTGRES") == "1"

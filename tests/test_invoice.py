@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -175,7 +176,7 @@ class TestFreezing:
         priced.record("acme", "m", 1000, 0, at=at(4))
         issued = priced.invoice("acme", "2026-11")
         assert issued.number == 1 and issued.lines[0].calls == 2 and not issued.lines[1:]
-        assert issued_invoices(priced) == [issued]
+        assert issued_invoices(priced.store) == [issued]
 
     def test_numbers_are_in_sequence_across_projects(self, priced: Ledger) -> None:
         for project in ("b", "a", "c"):
@@ -203,7 +204,7 @@ class TestFreezing:
             for th in threads:
                 th.join()
             assert len(results) == 4 and all(r == results[0] for r in results)
-            assert [i.number for i in issued_invoices(books[0])] == [1]
+            assert [i.number for i in issued_invoices(books[0].store)] == [1]
         finally:
             for b in books:
                 b.close()
@@ -215,13 +216,13 @@ class TestSeveralProjects:
         priced.record("acme", "m", 1000, 1000, at=at(3))
         priced.record("beta", "kimi-k2.5", 2000, 0, at=at(4))
         priced.void(priced.hold("only-failed", "kimi-k2.5", 10, 10).call_id)
-        invs = invoices_for_month(priced, "2026-11")
+        invs = invoices_for_month(priced.store, priced.now(), "2026-11")
         assert [(i.project, i.total) for i in invs] == [("acme", Decimal("0.02")),
                                                         ("beta", Decimal("0.04"))]
         assert priced.invoices("2026-11") == invs  # Ledger.invoices: the same, frozen
         # late usage for November makes acme appear in December even without December usage
         priced.record("acme", "m", 1000, 0, at=at(25))
-        dec = invoices_for_month(priced, "2026-12", draft=True)
+        dec = invoices_for_month(priced.store, priced.now(), "2026-12", draft=True)
         assert [(i.project, i.total, i.draft) for i in dec] == [("acme", Decimal("0.05"), True)]
 
 
@@ -385,7 +386,7 @@ class TestLifecycle:
             book.invoice("acme", "2026-11")
         with pytest.raises(InvalidInput, match="future"):
             book.invoice("acme", "2027-01")
-        assert issued_invoices(book) == []
+        assert issued_invoices(book.store) == []
         assert book.invoice("acme", "2026-11", draft=True).total == Decimal("0.02")
         assert book.invoice("acme", "2027-01", draft=True).number is None
 
@@ -404,7 +405,7 @@ class TestLifecycle:
         clock.set(DEC)
         empty = book.invoice("acme", "2026-11")
         assert (empty.number, empty.total, empty.draft) == (None, Decimal("0.00"), True)
-        assert issued_invoices(book) == []
+        assert issued_invoices(book.store) == []
         inv = book.invoice("acme", "2026-11", include_empty=True)
         assert inv.number == 1 and inv.total == Decimal("0.00")
 
@@ -447,7 +448,7 @@ class TestLifecycle:
             for th in threads:
                 th.join()
             assert errors == []
-            invs = issued_invoices(books[0])
+            invs = issued_invoices(books[0].store)
             assert sorted(i.number or 0 for i in invs) == list(range(1, 9))
             assert sorted(i.project for i in invs) == projects
         finally:
@@ -468,14 +469,44 @@ class TestCreditNotes:
         assert (note.subtotal, note.tax, note.total) == (-first.subtotal, -first.tax,
                                                         -first.total)
         assert note.lines == first.lines and note.customer == first.customer
-        listed = issued_invoices(seller, include_void=True)
+        listed = issued_invoices(seller.store, include_void=True)
         assert [(i.label, i.state, i.credit_note) for i in listed] == [
             ("INV-000001", "void", "CN-000001")]
-        assert issued_invoices(seller) == []
+        assert issued_invoices(seller.store) == []
         again = seller.invoice("acme", "2026-11")
         assert again.number == 2 and again.total == first.total
         assert seller.invoice("acme", "2026-11") == again
-        assert [c.number for c in credit_notes(seller)] == ["CN-000001"]
+        assert [c.number for c in credit_notes(seller.store)] == ["CN-000001"]
+
+    def test_a_credit_note_and_its_renderings_ignore_the_callers_context(
+            self, seller: Ledger) -> None:
+        """Issue 11 / issue 9 item 16: voiding and rendering (HTML, terminal, CSV) under prec=3,
+        ROUND_FLOOR and an Inexact trap give what the default context gives."""
+        import decimal
+        import io
+
+        from ledger.render import csv as render_csv
+        from ledger.render import html as render_html
+        from ledger.render import table as render_table
+
+        seller.set_customer("acme", name="Acme", tax_rate=Decimal("0.125"))
+        seller.record("acme", "kimi-k2.5", 8_888_888, 1_234_567, at=at(3))
+        first = seller.invoice("acme", "2026-11")
+
+        def rendered(doc: Any) -> tuple[str, str, str]:
+            out, text = io.StringIO(), io.StringIO()
+            render_csv.credit_note(out, doc)
+            render_table.console(text, terminal=False).print(render_table.credit_note(doc))
+            return render_html.credit_note(doc), text.getvalue(), out.getvalue()
+
+        with decimal.localcontext() as ctx:
+            ctx.prec, ctx.rounding = 3, decimal.ROUND_FLOOR
+            ctx.traps[decimal.Inexact] = True
+            note = seller.void_invoice(first.label, reason="typo")
+            hostile = rendered(note)
+        assert note.total == -first.total and note.tax == -first.tax
+        assert "-$" + format(first.total, ",f") in hostile[0]
+        assert rendered(note) == hostile
 
     def test_voided_adjustments_return_to_the_pending_pool(self, priced: Ledger,
                                                            clock: ManualClock) -> None:
@@ -520,7 +551,7 @@ class TestCreditNotes:
         seller.invoice("acme", "2026-11")
         with pytest.raises(InvalidInput, match=match):
             seller.void_invoice(number, reason=reason)  # type: ignore[arg-type]
-        assert credit_notes(seller) == []
+        assert credit_notes(seller.store) == []
 
     def test_an_invoice_is_voided_once(self, seller: Ledger) -> None:
         """Issue 11: a second void of the same invoice is refused, naming its credit note."""
@@ -589,7 +620,7 @@ class TestAdjustmentCarry:
         assert sum(billed) == Decimal("0.03")                        # round(0.0294)
         assert billed == [Decimal("0.00"), Decimal("0.01"), Decimal("0.00"), Decimal("0.01"),
                           Decimal("0.00"), Decimal("0.01")]
-        last = issued_invoices(book)[-1].adjustment_lines[0]
+        last = issued_invoices(book.store)[-1].adjustment_lines[0]
         assert last.carried_in == Decimal("0.0045")
         assert any(c.label.startswith("rounding carried") and c.amount == Decimal("0.0045")
                    for c in last.components)

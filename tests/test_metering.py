@@ -18,7 +18,7 @@ from ledger import BudgetExceeded, Ledger, LedgerUnavailable, ManualClock, Unkno
 from ledger.errors import InvalidInput
 from ledger.metering import (
     MeteredCall,
-    Prepared,
+    PreparedCall,
     ResponseMeter,
     guess_shape,
     prepare,
@@ -30,9 +30,9 @@ from ledger.money import from_units
 BODY: dict[str, Any] = {"model": "kimi-k2.5", "messages": MESSAGES, "max_tokens": 50}
 
 
-def prepared(book: Ledger, shape: str = "openai", **extra: Any) -> Prepared:
+def prepared(book: Ledger, shape: str = "openai", **extra: Any) -> PreparedCall:
     body = {**BODY, **extra}
-    return prepare(book, shape, "acme", json.dumps(body).encode())  # type: ignore[arg-type]
+    return prepare(book.meter, shape, "acme", json.dumps(body).encode())  # type: ignore[arg-type]
 
 
 def run(meter: ResponseMeter, chunks: list[bytes]) -> bytes:
@@ -58,11 +58,11 @@ class TestPrepare:
     def test_unmeterable_bodies_raise_invalid_input(self, book: Ledger) -> None:
         """Not JSON, or no model: InvalidInput (the transport answers 400)."""
         with pytest.raises(InvalidInput):
-            prepare(book, "openai", "acme", b"[1, 2")
+            prepare(book.meter, "openai", "acme", b"[1, 2")
         with pytest.raises(InvalidInput, match="model"):
-            prepare(book, "openai", "acme", b'{"messages": []}')
+            prepare(book.meter, "openai", "acme", b'{"messages": []}')
         with pytest.raises(InvalidInput):
-            prepare(book, "openai", "", json.dumps(BODY).encode())
+            prepare(book.meter, "openai", "", json.dumps(BODY).encode())
 
     def test_guess_shape(self) -> None:
         """Bodies with Anthropic-only fields are Anthropic; the rest OpenAI."""

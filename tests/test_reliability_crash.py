@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ledger.faults import POINTS
-from ledger.testing.reliability import NO_FAULT, CrashCase, crash_suite
+from tests.harness.crash import NO_FAULT, CrashCase, crash_suite
 
 #: Where each point leaves the crashed call's hold once the restarted ledger ran expiry.
 HOLD_AFTER = {

@@ -1,6 +1,6 @@
 """Hostile replies through the real metered transport (issue 5, "hostile input").
 
-A seeded generator (``ledger.testing.reliability.hostile_cases``) makes JSON bodies and SSE
+A seeded generator (``tests.harness.hostile.hostile_cases``) makes JSON bodies and SSE
 streams of both shapes: malformed and truncated JSON, missing, negative, fractional, string and
 absurd token counts, non-UTF-8 bytes, huge lines, error statuses and error events mid-stream,
 bare CR line endings, a BOM, bytes after the end, arbitrary chunking, transports breaking
@@ -20,13 +20,9 @@ import pytest
 
 from ledger import Ledger, ManualClock
 from ledger.metering import CALL_ID_HEADER
-from ledger.testing.reliability import (
-    HostileCase,
-    event_rows,
-    hostile_cases,
-    hostile_suite,
-)
 from ledger.transport import MeteredTransport
+from tests.harness.hostile import HostileCase, hostile_cases, hostile_suite
+from tests.harness.oracle import event_rows
 
 
 @pytest.fixture

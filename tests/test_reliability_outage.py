@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger, ManualClock
-from ledger.testing.reliability import (
-    Figures,
+from tests.harness.common import Figures
+from tests.harness.databases import (
     PostgresCluster,
-    outage_suite,
     pg_schema,
     shorten_busy_timeout,
     sqlite_locked,
 )
+from tests.harness.outage import outage_suite
 
 PG_OUTAGE = os.environ.get("LEDGER_TEST_PG_OUTAGE") == "1"
 PG_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL", "")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.testing.reliability import Figures, race_suite
+from tests.harness.common import Figures
+from tests.harness.races import race_suite
 
 CALLS = 4  # per thread: 4 × 8 × 4 = 128 calls per run
 

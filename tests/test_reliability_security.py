@@ -19,17 +19,17 @@ import pytest
 from ledger import Ledger, LedgerUnavailable
 from ledger.render import csv as render_csv
 from ledger.render import html as render_html
-from ledger.testing.reliability import (
+from ledger.testing.simulator import Behavior, RunAPISimulator
+from tests.harness.common import FAKE_API_KEY
+from tests.harness.oracle import event_rows
+from tests.harness.security import (
     EVIL_NAMES,
-    FAKE_API_KEY,
     csv_problems,
     database_text,
-    event_rows,
     file_text,
     html_problems,
     security_suite,
 )
-from ledger.testing.simulator import Behavior, RunAPISimulator
 
 AUTH = {"authorization": f"Bearer {FAKE_API_KEY}", "x-api-key": FAKE_API_KEY}
 BODY: dict[str, Any] = {"model": "kimi-k2.5", "max_tokens": 50,

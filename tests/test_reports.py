@@ -47,7 +47,7 @@ class TestBudgetReport:
         assert row.burn_rate_per_day == Decimal("0.53")
         assert row.forecast == Decimal("15.79")
         assert row.forecast_over and row.status == "ok"
-        assert budget_report(spent, "2026-11") == rep
+        assert budget_report(spent.store, spent.now(), "2026-11") == rep
 
     def test_daily_series_runs_to_today(self, spent: Ledger) -> None:
         [row] = spent.budget_report("2026-11").rows
@@ -77,8 +77,8 @@ class TestBudgetReport:
         assert (rows["free"].limit, rows["free"].percent_used, rows["free"].status) == (
             None, None, "ok")
         assert rows["idle"].spent == 0 and rows["idle"].forecast == 0
-        assert budgets(spent, "2026-11")[0].project == "acme"
-        assert [s.project for s in budgets(spent)] == ["acme", "idle", "soft"]
+        assert budgets(spent.store, spent.now(), "2026-11")[0].project == "acme"
+        assert [s.project for s in budgets(spent.store, spent.now())] == ["acme", "idle", "soft"]
 
     def test_a_finished_month_forecasts_its_spend(self, spent: Ledger) -> None:
         spent.record("acme", "kimi-k2.5", dollars_of_kimi("3.10"), 0,
@@ -127,31 +127,31 @@ class TestUsageRows:
         def ids(project: str | None = None, month: str | None = None, model: str | None = None,
                 status: str | None = None) -> list[tuple[str, str, str]]:
             return [(r.project, r.model, r.status) for r in usage_rows(
-                mixed, project=project, month=month, model=model, status=status)]
+                mixed.store, project=project, month=month, model=model, status=status)]
 
-        assert len(ids()) == 6 == count_usage(mixed)
+        assert len(ids()) == 6 == count_usage(mixed.store)
         assert ids(project="beta") == [("beta", "kimi-k2.5", "ok")]
         assert ids(month="2026-10") == [("beta", "kimi-k2.5", "ok")]
         assert ids(model="kimi-k2.6") == [("acme", "kimi-k2.6", "ok")]
         assert ids(status="failed") == [("acme", "kimi-k2.5", "failed")]
         assert ids(status="refused") == [("acme", "kimi-k2.5", "refused")]
         assert ids(status="estimated") == [("acme", "kimi-k2.5", "ok")]
-        assert count_usage(mixed, project="acme", month="2026-11") == 5
+        assert count_usage(mixed.store, project="acme", month="2026-11") == 5
         assert [r.project for r in mixed.usage(month="2026-10")] == ["beta"]  # Ledger.usage
 
     def test_rows_are_exact_and_json_ready(self, mixed: Ledger) -> None:
-        first = next(usage_rows(mixed, project="acme"))
+        first = next(usage_rows(mixed.store, project="acme"))
         assert first.cost == Decimal("0.003") and first.at == at(2)
         data = first.to_dict()
         assert data["cost"] == "0.003" and data["input_per_1k"] == "0.020"
-        failed = next(usage_rows(mixed, status="failed"))
+        failed = next(usage_rows(mixed.store, status="failed"))
         assert (failed.cost, failed.http_status, failed.error) == (Decimal(0), 503, "HTTP 503")
 
     def test_bad_filters_raise_before_any_row(self, book: Ledger) -> None:
         with pytest.raises(ValueError, match="status"):
-            usage_rows(book, status="weird")
+            usage_rows(book.store, status="weird")
         with pytest.raises(ValueError, match="YYYY-MM"):
-            usage_rows(book, month="2026-1x")
+            usage_rows(book.store, month="2026-1x")
 
     def test_streams_with_flat_memory(self, book: Ledger) -> None:
         """A generator over batches: memory does not grow with the number of rows."""
@@ -165,7 +165,7 @@ class TestUsageRows:
                  "est_prompt_tokens": None, "input_price": 200_000, "output_price": 200_000,
                  "cached_price": None, "cost": 4_000_000, "http_status": None,
                  "error": None, "invoice_id": None, "recorded_at": start} for i in range(n)])
-        stream = usage_rows(book, project="big", batch=500)
+        stream = usage_rows(book.store, project="big", batch=500)
         assert isinstance(stream, GeneratorType)
         tracemalloc.start()
         try:
@@ -184,11 +184,11 @@ class TestUsageRows:
     def test_closing_the_stream_releases_the_connection(self, book: Ledger) -> None:
         book.record("acme", "kimi-k2.5", 1, 1)
         book.record("acme", "kimi-k2.5", 2, 1)
-        stream = usage_rows(book)
+        stream = usage_rows(book.store)
         next(stream)
         stream.close()
         book.record("acme", "kimi-k2.5", 3, 1)  # a writer is not blocked
-        assert count_usage(book) == 3
+        assert count_usage(book.store) == 3
 
 
 class TestCalibration:
@@ -201,7 +201,7 @@ class TestCalibration:
         h = any_book.hold("acme", "kimi-k2.6", 50, 10)
         any_book.settle(h.call_id, 999, 5, estimated=True)  # no reported usage: not counted
         any_book.record("acme", "kimi-k2.6", 10, 10)         # no estimate: not counted
-        rows = {c.model: c for c in calibration(any_book)}
+        rows = {c.model: c for c in calibration(any_book.store)}
         k5, k6 = rows["kimi-k2.5"], rows["kimi-k2.6"]
         assert (k5.calls, k5.estimated_prompt_tokens, k5.actual_prompt_tokens, k5.ratio,
                 k5.mean_abs_error, k5.overestimated_share) == (
@@ -209,7 +209,7 @@ class TestCalibration:
         assert (k6.calls, k6.ratio, k6.overestimated_share) == (1, Decimal("0.8000"),
                                                                 Decimal("1.0000"))
         assert k5.to_dict()["ratio"] == "1.0000"
-        assert calibration(any_book, month="2026-10") == []
+        assert calibration(any_book.store, month="2026-10") == []
 
 
 def test_the_html_header_names_the_day_plainly() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.testing.reliability import Figures, soak
+from tests.harness.common import Figures
+from tests.harness.soak import soak
 
 
 def assert_soaked(figures: Figures) -> None:

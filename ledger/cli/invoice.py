@@ -11,7 +11,7 @@ import click
 
 from ..invoice import CreditNote, Invoice, issued_invoices, projects_to_invoice
 from ..invoice import invoice as make_invoice
-from ..money import money_str
+from ..money import money_context, money_str
 from ..render import csv as render_csv
 from ..render import json as render_json
 from ..render import table as render_table
@@ -92,8 +92,9 @@ def issue(state: CliState, project: str | None, all_projects: bool, month: str, 
     if all_projects == (project is not None):
         raise click.UsageError("give a PROJECT or --all (not both)")
     book = state.open()
-    projects = projects_to_invoice(book, month) if all_projects else [project or ""]
-    invs = [make_invoice(book, p, month, draft=draft, include_empty=include_empty)
+    projects = projects_to_invoice(book.store, month) if all_projects else [project or ""]
+    now = book.now()
+    invs = [make_invoice(book.store, now, p, month, draft=draft, include_empty=include_empty)
             for p in tracked(projects, f"invoices for {month}", total=len(projects),
                              enabled=all_projects and show_progress(output))]
     if not draft:
@@ -116,7 +117,8 @@ def _write(invs: list[Invoice], month: str, fmt: str, output: Path | None,
             if single:
                 render_json.write(invs[0].to_dict(), out)
             else:
-                total = sum((i.total for i in invs), Decimal("0.00"))
+                with money_context():
+                    total = sum((i.total for i in invs), Decimal("0.00"))
                 render_json.write({"month": month, "invoices": [i.to_dict() for i in invs],
                                    "total": money_str(total)}, out)
         elif fmt == "csv":
@@ -147,7 +149,7 @@ def list_(state: CliState, month: str | None, fmt: str, output: Path | None) -> 
       ledger invoice list
       ledger invoice list --month 2026-11 --format json
     """
-    invs = issued_invoices(state.open(), month, include_void=True)
+    invs = issued_invoices(state.open().store, month, include_void=True)
     rows: list[dict[str, Any]] = [{
         "number": i.label, "project": i.project, "month": i.month,
         "issued_at": i.issued_at.isoformat(),

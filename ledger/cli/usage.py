@@ -60,7 +60,7 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
     """
     book = state.open()
     if show_calibration:
-        rows = calibration(book, project=project, month=month, model=model)
+        rows = calibration(book.store, project=project, month=month, model=model)
         with text_output(output) as out:
             if fmt in ("json", "jsonl"):
                 if fmt == "json":
@@ -75,11 +75,11 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
     if fmt == "table" and limit is None:
         limit = TABLE_LIMIT
     progress = show_progress(output)
-    total = count_usage(book, project=project, month=month, model=model, status=status) \
+    total = count_usage(book.store, project=project, month=month, model=model, status=status) \
         if progress else None
     if total is not None and limit is not None:
         total = min(total, limit)
-    stream = usage_rows(book, project=project, month=month, model=model, status=status)
+    stream = usage_rows(book.store, project=project, month=month, model=model, status=status)
     try:
         rows_iter: Iterator[UsageRow] = stream if limit is None else islice(stream, limit)
         rows_iter = tracked(rows_iter, "usage rows", total=total, enabled=progress, every=1000)
@@ -95,7 +95,7 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
                 console = render_table.console(out, terminal=None if output is None else False)
                 console.print(render_table.usage(shown))
                 if limit is not None and len(shown) == limit:
-                    more = count_usage(book, project=project, month=month, model=model,
+                    more = count_usage(book.store, project=project, month=month, model=model,
                                        status=status) - limit
                     if more > 0:
                         click.echo(f"... {more:,} more; use --limit N, or --format csv/json "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ..invoice import ADJUSTMENT, CreditNote, Invoice, InvoiceLine
-from ..money import money_str
+from ..money import in_money_context, money_str
 from ..parties import Customer, Issuer
 
 ESTIMATED_NOTE = ("* Estimated: these calls' usage was not reported by the server (a stream "
@@ -25,6 +25,7 @@ ADJUSTMENT_NOTE = ("Adjustments bill usage of an earlier month recorded after th
                    "invoiced; their rounding remainder carries to the next adjustment.")
 
 
+@in_money_context
 def grouped(value: Decimal, *, cents: bool = True) -> str:
     """``$1,234.50``, ``-$0.0049``: thousands separators, sign before the dollar sign; with
     ``cents`` at least two decimals."""
@@ -112,6 +113,7 @@ def line_rows(lines: tuple[InvoiceLine, ...], sign: int = 1) -> list[Row]:
     return rows
 
 
+@in_money_context
 def _tax_label(name: str, rate: Decimal | None) -> str:
     percent = "" if rate is None else f" {(rate * 100).normalize():f}%"
     return f"{name}{percent}"
@@ -132,6 +134,7 @@ def _date(value: object) -> str:
     return value.strftime("%d %b %Y") if isinstance(value, datetime) else "–"
 
 
+@in_money_context
 def of_invoice(inv: Invoice) -> Document:
     assert inv.subtotal is not None
     totals = [("Subtotal", grouped(inv.subtotal))]
@@ -155,6 +158,7 @@ def of_invoice(inv: Invoice) -> Document:
                     draft=inv.draft, empty="No usage in this period.")
 
 
+@in_money_context
 def of_credit_note(note: CreditNote) -> Document:
     totals = [("Subtotal credited", grouped(note.subtotal))]
     if note.tax_rate is not None:

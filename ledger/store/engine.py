@@ -14,6 +14,9 @@ holds are single conditional UPDATEs that re-check their condition under the row
 
 Migrations run once however many processes open a fresh database together: under the SQLite
 write lock, or under a PostgreSQL advisory transaction lock.
+
+Which failures mean "the database is unavailable" or "an amount does not fit a 64-bit column"
+is decided in one place, :mod:`ledger.store.unavailable`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite:///ledger.db"
 _MIGRATE_LOCK_KEY = 7_265_811_020_264  # pg_advisory_xact_lock key for schema migration
-
-
 def normalise_url(url: str) -> str:
     """Accept ``postgres://`` and ``postgresql://`` and route them through psycopg 3."""
     parsed = make_url(url)

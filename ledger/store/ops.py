@@ -9,11 +9,10 @@ idempotent by ``call_id`` through the unique key on ``events``; the first resolu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Engine,
@@ -22,101 +21,24 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from .. import redact
 from ..budget import BudgetState
 from ..clock import month_of
-from ..errors import BudgetExceeded, InvalidInput, LedgerUnavailable, UnknownModel
+from ..errors import BudgetExceeded, InvalidInput, UnknownModel
 from ..faults import fault_point
-from ..money import from_units
+from ..money import MAX_UNITS, from_units
 from ..pricing import Price, worst_case_units
-from .prepared import HOLD_COLUMNS, NO_LIMIT, HotStatements, raw_transaction
+from ..records import CHARGED, STATUSES, Hold, Outcome
+from .prepared import HOLD_COLUMNS, NO_LIMIT, HotStatements, hold_values, raw_transaction
 from .schema import budgets, events, from_micros, holds, prices, to_micros, totals
+from .unavailable import translated
 
-T = TypeVar("T")
-
-STATUSES = ("ok", "failed", "refused", "cancelled", "expired")
-#: Statuses that carry a charge (a cancelled call is charged for what it streamed).
-CHARGED = ("ok", "cancelled")
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A pending reservation: the call's id, where it counts, and the price it will settle at."""
-
-    call_id: str
-    project: str
-    month: str
-    model: str
-    amount_units: int
-    price: Price
-    est_prompt_tokens: int
-    created_at: datetime
-    expires_at: datetime
-    state: str = "pending"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a call ended, as settle() records it."""
-
-    status: str = "ok"                # ok | failed | cancelled | refused
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    estimated: bool = False
-    http_status: int | None = None
-    error: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise InvalidInput(f"status must be one of {STATUSES}, got {self.status!r}")
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-            if value < 0:
-                raise InvalidInput(f"{name} must not be negative, got {value}")
-
-
-class _Refused(Exception):
-    pass
-
-
-class _Unusual(Exception):
-    pass
-
-
-class _Resolved(Exception):
-    def __init__(self, cost: int) -> None:
-        self.cost = cost
-
-
-def _translate(fn: Callable[..., T]) -> Callable[..., T]:
-    """Database connectivity failures become LedgerUnavailable; everything else passes."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            args[0].engine.pool.dispose()  # the server may have restarted: reconnect next time
-            raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                args[0].engine.pool.dispose()
-                raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
-            raise
-        except Exception as exc:  # raw DBAPI errors from the hot path
-            if isinstance(exc, args[0]._unavailable):
-                args[0].engine.pool.dispose()
-                raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
-            raise
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+#: Store operations are wrapped in :func:`ledger.store.unavailable.translated` (the old name
+#: is kept for the modules that decorate with it).
+_translate = translated
 
 
 class Store:
@@ -127,9 +49,6 @@ class Store:
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self.hot = HotStatements(engine)
-        dbapi = engine.dialect.loaded_dbapi
-        self._unavailable: tuple[type[BaseException], ...] = (
-            dbapi.OperationalError, dbapi.InterfaceError)
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -244,22 +163,23 @@ class Store:
 
         Idempotent: holding an id that already has a hold returns that hold unchanged.
         """
-        try:
-            return self._try_hold(call_id, project, model, prompt_tokens,
+        hold = self._try_hold(call_id, project, model, prompt_tokens, max_completion_tokens,
+                              now, ttl)
+        # Refused (None): holds of dead processes may be what blocks it. Expire them, retry.
+        if hold is None and self.expire(now, project=project, month=month_of(now)):
+            hold = self._try_hold(call_id, project, model, prompt_tokens,
                                   max_completion_tokens, now, ttl)
-        except _Refused:
-            pass
-        # Refused: holds of dead processes may be what blocks it. Expire them, then try again.
-        if self.expire(now, project=project, month=month_of(now)):
-            try:
-                return self._try_hold(call_id, project, model, prompt_tokens,
-                                      max_completion_tokens, now, ttl)
-            except _Refused:
-                pass
+        if hold is not None:
+            return hold
         with self.read() as conn:
             state = self._state(conn, project, month_of(now))
             price = self._price_row(conn, model, now)
-        assert state.limit is not None and price is not None
+        if price is None:
+            raise UnknownModel(model)
+        if state.limit is None or not state.hard:  # only the 64-bit ceiling refuses these
+            _check_added(0, project, state.month,
+                         worst_case_units(price, prompt_tokens, max_completion_tokens))
+        assert state.limit is not None
         raise BudgetExceeded(
             project, state.month, limit=state.limit, spent=state.spent, held=state.held,
             requested=from_units(worst_case_units(price, prompt_tokens, max_completion_tokens)),
@@ -268,27 +188,26 @@ class Store:
     def _try_hold(
         self, call_id: str, project: str, model: str, prompt_tokens: int,
         max_completion_tokens: int, now: datetime, ttl: timedelta,
-    ) -> Hold:
+    ) -> Hold | None:
         """The usual path: insert the hold priced in SQL, then reserve the amount it returned
         (computed once, so the hold and the running total always agree). Anything unusual
         (first call of the month, unknown model, refused, a repeated call id) rolls back and
-        takes the step-by-step path, which says exactly what happened."""
+        takes the step-by-step path, which says exactly what happened. ``None``: refused."""
         month = month_of(now)
-        try:
-            with raw_transaction(self.engine, transient=True) as tx:
-                row = self.hot.insert_hold_priced.run(
-                    tx, id=call_id, project=project, month=month, model=model,
-                    prompt=prompt_tokens, max_completion=max_completion_tokens,
-                    at=to_micros(now), created_at=to_micros(now),
-                    expires_at=to_micros(now + ttl)).fetchone()
-                if row is None:
-                    raise _Unusual()
-                reserved = self.hot.reserve.run(tx, project=project, month=month,
-                                                amount=row[0], no_limit=NO_LIMIT)
-                if reserved.rowcount != 1:
-                    raise _Unusual()
+        with raw_transaction(self.engine, transient=True) as tx:
+            row = self.hot.insert_hold_priced.run(
+                tx, id=call_id, project=project, month=month, model=model,
+                prompt=prompt_tokens, max_completion=max_completion_tokens,
+                at=to_micros(now), created_at=to_micros(now),
+                expires_at=to_micros(now + ttl)).fetchone()
+            usual = row is not None and self.hot.reserve.run(
+                tx, project=project, month=month, amount=row[0], no_limit=NO_LIMIT
+            ).rowcount == 1
+            if usual:
                 fault_point("hold:before-commit")
-        except _Unusual:
+            else:
+                tx.discard()
+        if not usual:
             return self._try_hold_stepwise(call_id, project, model, prompt_tokens,
                                            max_completion_tokens, now, ttl)
         price = Price(model, now, row[1], row[2], row[3])
@@ -297,7 +216,8 @@ class Store:
     def _try_hold_stepwise(
         self, call_id: str, project: str, model: str, prompt_tokens: int,
         max_completion_tokens: int, now: datetime, ttl: timedelta,
-    ) -> Hold:
+    ) -> Hold | None:
+        """The step-by-step hold; ``None`` when it does not fit (rolled back)."""
         month, hot = month_of(now), self.hot
         with raw_transaction(self.engine, transient=True) as cur:
             price = self._raw_price(cur, model, now)
@@ -311,13 +231,14 @@ class Store:
                 created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending")
             if cur.fetchone() is None:  # this call id already holds: idempotent
                 row = hot.get_hold.run(cur, id=call_id).fetchone()
-                return _hold_from_tuple(row)
+                return _hold_from_row(row)
             reserve = {"project": project, "month": month, "amount": amount,
                        "no_limit": NO_LIMIT}
             if hot.reserve.run(cur, **reserve).rowcount != 1:
                 hot.ensure_totals.run(cur, project=project, month=month)
                 if hot.reserve.run(cur, **reserve).rowcount != 1:
-                    raise _Refused()  # rolls the hold row back with the transaction
+                    cur.discard()  # refused: roll the hold row back with the transaction
+                    return None
             fault_point("hold:before-commit")
             return Hold(call_id, project, month, model, amount, price, prompt_tokens,
                         now, now + ttl)
@@ -328,7 +249,7 @@ class Store:
     @staticmethod
     def _hold_row(conn: Connection, call_id: str) -> Hold | None:
         row = conn.execute(select(*HOLD_COLUMNS).where(holds.c.id == call_id)).first()
-        return None if row is None else _hold_from_tuple(tuple(row))
+        return None if row is None else _hold_from_row(row)
 
     @_translate
     def renew(self, call_id: str, expires_at: datetime) -> bool:
@@ -355,14 +276,7 @@ class Store:
 
         ``fallback`` (project, model, started_at) prices a call whose hold row is missing.
         """
-        try:
-            return self._settle(call_id, outcome, now, fallback)
-        except _Resolved as first:
-            return first.cost
-
-    def _settle(self, call_id: str, outcome: Outcome, now: datetime,
-                fallback: tuple[str, str, datetime] | None) -> int:
-        charged = outcome.status in CHARGED
+        charged = outcome.charged
         hot = self.hot
         with raw_transaction(self.engine) as cur:
             row = hot.post_hold.run(cur, id=call_id,
@@ -370,11 +284,11 @@ class Store:
             released = 0
             hold: Hold | None
             if row is not None:  # the usual case: a pending hold, now resolved
-                hold = _hold_from_tuple(row)
+                hold = _hold_from_row(row)
                 released = hold.amount_units
             else:  # expired, already resolved, or never held
                 found = hot.get_hold.run(cur, id=call_id).fetchone()
-                hold = None if found is None else _hold_from_tuple(found)
+                hold = None if found is None else _hold_from_row(found)
             if hold is not None:
                 project, model, started, price = hold.project, hold.model, hold.created_at, hold.price
                 month, est = hold.month, hold.est_prompt_tokens
@@ -390,13 +304,15 @@ class Store:
                                     outcome.cached_tokens) if charged else 0
             event = self._event(call_id, project, month, started, model, outcome, est, price,
                                 cost, now)
-            inserted, _ = cur.batch(
+            inserted, added = cur.batch(
                 (hot.insert_event, event),
                 (hot.add_totals, {"project": project, "month": month, "settled": cost,
                                   "held": -released}))
             if inserted.fetchone() is None:  # resolved before: the first resolution stands
                 first = hot.event_cost.run(cur, call_id=call_id).fetchone()[0]
-                raise _Resolved(int(first))  # rolls back this attempt's totals update
+                cur.discard()  # rolls back this attempt's totals update
+                return int(first)
+            _check_added(added.rowcount, project, month, cost)
             fault_point("settle:before-commit")
         fault_point("settle:after-commit")
         return cost
@@ -414,46 +330,45 @@ class Store:
                 raise UnknownModel(model)
             month = month_of(at)
             cost = price.cost_units(outcome.prompt_tokens, outcome.completion_tokens,
-                                    outcome.cached_tokens) if outcome.status in CHARGED else 0
+                                    outcome.cached_tokens) if outcome.charged else 0
             stmt = hot.insert_event if request_id is not None else hot.insert_event_plain
             stmt.run(cur, **self._event(request_id, project, month, at, model, outcome, None,
                                         price, cost, now))
             if cur.fetchone() is None:
                 return int(hot.event_cost.run(cur, call_id=request_id).fetchone()[0])
-            hot.add_totals.run(cur, project=project, month=month, settled=cost, held=0)
+            _check_added(hot.add_totals.run(cur, project=project, month=month, settled=cost,
+                                            held=0).rowcount, project, month, cost)
             return cost
 
     @staticmethod
     def _event(call_id: str | None, project: str, month: str, at: datetime, model: str,
-               outcome: Outcome, est: int | None, price: Price, cost: int,
+               outcome: Outcome, est: int | None, price: Price | None, cost: int,
                now: datetime) -> dict[str, Any]:
+        """The one place an event row's values are laid out (``price=None``: a refusal)."""
         return {
             "call_id": call_id, "project": project, "month": month, "at": to_micros(at),
             "model": model, "status": outcome.status, "estimated": outcome.estimated,
             "prompt_tokens": outcome.prompt_tokens,
             "completion_tokens": outcome.completion_tokens,
             "cached_tokens": outcome.cached_tokens, "est_prompt_tokens": est,
-            "input_price": price.input_units, "output_price": price.output_units,
-            "cached_price": price.cached_units, "cost": cost,
+            "input_price": 0 if price is None else price.input_units,
+            "output_price": 0 if price is None else price.output_units,
+            "cached_price": None if price is None else price.cached_units, "cost": cost,
             "http_status": outcome.http_status,
-            "error": None if outcome.error is None else outcome.error[:500],
-            "recorded_at": to_micros(now),
+            "error": None if outcome.error is None else redact.redact_text(outcome.error)[:500],
+            "recorded_at": to_micros(now), "reasoning_tokens": outcome.reasoning_tokens,
         }
 
     @_translate
     def record_refused(self, call_id: str, project: str, model: str, at: datetime,
                        now: datetime, reason: str, est_prompt_tokens: int | None) -> None:
         """Append a refused call (cost zero) so refusals show up in usage and audits."""
+        row = self._event(call_id, project, month_of(at), at, model,
+                          Outcome("refused", http_status=402, error=reason),
+                          est_prompt_tokens, None, 0, now)
         with self.write() as conn:
-            conn.execute(
-                self._insert(events).values(
-                    call_id=call_id, project=project, month=month_of(at), at=to_micros(at),
-                    model=model, status="refused", estimated=False, prompt_tokens=0,
-                    completion_tokens=0, cached_tokens=0, est_prompt_tokens=est_prompt_tokens,
-                    input_price=0, output_price=0, cached_price=None, cost=0,
-                    http_status=402, error=reason[:500], recorded_at=to_micros(now),
-                ).on_conflict_do_nothing(index_elements=[events.c.call_id])
-            )
+            conn.execute(self._insert(events).values(row)
+                         .on_conflict_do_nothing(index_elements=[events.c.call_id]))
 
     def _add_totals(self, conn: Connection, project: str, month: str, *, settled: int,
                     held: int) -> None:
@@ -480,7 +395,7 @@ class Store:
             ).all()
             freed: dict[tuple[str, str], int] = {}
             for row in rows:
-                hold = _hold_from_tuple(tuple(row))
+                hold = _hold_from_row(row)
                 freed[(hold.project, hold.month)] = (
                     freed.get((hold.project, hold.month), 0) + hold.amount_units)
                 conn.execute(events.insert().values(self._event(
@@ -496,7 +411,7 @@ class Store:
     def pending_holds(self) -> list[Hold]:
         with self.read() as conn:
             rows = conn.execute(select(*HOLD_COLUMNS).where(holds.c.state == "pending")).all()
-        return [_hold_from_tuple(tuple(r)) for r in rows]
+        return [_hold_from_row(r) for r in rows]
 
     # -- audits -----------------------------------------------------------------------------
     @_translate
@@ -526,18 +441,28 @@ class Store:
         return problems
 
 
+def _check_added(rowcount: int, project: str, month: str, units: int) -> None:
+    """The guarded totals upsert wrote nothing: the running total would pass 64 bits."""
+    if rowcount != 1:
+        raise InvalidInput(
+            f"the running total of project {project!r} in {month} cannot take another "
+            f"${from_units(units)}: it would pass the ledger's limit of "
+            f"${from_units(MAX_UNITS)} (a 64-bit integer of 10^-10 USD)")
+
+
 def _price_of(model: str, row: Any) -> Price | None:
     """A Price from a row of ``HotStatements.price``."""
     return None if row is None else Price(model, from_micros(row[0]), row[1], row[2], row[3])
 
 
-def _hold_from_tuple(row: Any) -> Hold:
-    """A Hold from a row laid out as ``HOLD_COLUMNS``."""
-    (call_id, project, month, model, amount, input_price, output_price, cached_price, est,
-     created, expires, state) = row
-    price = Price(model, from_micros(created), input_price, output_price, cached_price)
-    return Hold(call_id, project, month, model, amount, price, est, from_micros(created),
-                from_micros(expires), state)
+def _hold_from_row(row: Any) -> Hold:
+    """A Hold from a row of ``HOLD_COLUMNS``, read by name (a SQLAlchemy ``Row`` or a raw
+    DBAPI tuple, named by :func:`~ledger.store.prepared.hold_values`)."""
+    v: Mapping[str, Any] = hold_values(row)
+    created = from_micros(v["created_at"])
+    price = Price(v["model"], created, v["input_price"], v["output_price"], v["cached_price"])
+    return Hold(v["id"], v["project"], v["month"], v["model"], v["amount"], price,
+                v["est_prompt_tokens"], created, from_micros(v["expires_at"]), v["state"])
 
 
-__all__ = ["CHARGED", "STATUSES", "Hold", "Outcome", "Store"]
+__all__ = ["CHARGED", "STATUSES", "Hold", "Outcome", "Store"]  # Hold, Outcome: ledger.records

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
+from ..money import MAX_UNITS
 from .schema import budgets, events, holds, prices, totals
 
 NO_LIMIT = 9_000_000_000_000_000_000
@@ -25,11 +26,19 @@ HOLD_COLUMNS = (
     holds.c.input_price, holds.c.output_price, holds.c.cached_price, holds.c.est_prompt_tokens,
     holds.c.created_at, holds.c.expires_at, holds.c.state,
 )
-EVENT_VALUES = (
-    "call_id", "project", "month", "at", "model", "status", "estimated", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "est_prompt_tokens", "input_price", "output_price",
-    "cached_price", "cost", "http_status", "error", "recorded_at",
-)
+HOLD_NAMES = tuple(c.name for c in HOLD_COLUMNS)
+#: The columns an event insert sets: every column of ``events`` but its id and its invoice
+#: (values laid out by name in ``Store._event``, the one place they are built).
+EVENT_VALUES = tuple(c.name for c in events.c if c.name not in ("id", "invoice_id"))
+
+
+def hold_values(row: Any) -> Mapping[str, Any]:
+    """A hold row by column name: a SQLAlchemy ``Row``'s mapping, or a raw DBAPI tuple laid
+    out as ``HOLD_COLUMNS`` (the hot path's statements all return them in that order)."""
+    mapping = getattr(row, "_mapping", None)
+    if mapping is not None:
+        return dict(mapping)
+    return dict(zip(HOLD_NAMES, row, strict=True))
 
 
 class Prepared:
@@ -107,10 +116,16 @@ class HotStatements:
             select(events.c.cost).where(events.c.call_id == p("call_id")), engine)
         upsert = insert(totals).values(project=p("project"), month=p("month"),
                                        settled=p("settled"), held=p("held"))
+        # Guarded so that the running total never passes a signed 64-bit integer (SQLite
+        # would silently turn the sum into a float, PostgreSQL raise "bigint out of range"):
+        # past it, nothing is written and the row count is 0 (``Store`` refuses the usage).
+        # ``settled`` is never negative, so the subtraction cannot overflow.
         self.add_totals = Prepared(upsert.on_conflict_do_update(
             index_elements=[totals.c.project, totals.c.month],
             set_={"settled": totals.c.settled + upsert.excluded.settled,
-                  "held": totals.c.held + upsert.excluded.held}), engine)
+                  "held": totals.c.held + upsert.excluded.held},
+            where=totals.c.settled <= bindparam("max_units", MAX_UNITS) - upsert.excluded.settled,
+        ), engine)
 
 
 class Tx:
@@ -122,6 +137,12 @@ class Tx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.cur = conn.cursor()
+        self.discarded = False
+
+    def discard(self) -> None:
+        """Roll this transaction back when its block ends, instead of committing it (a hold
+        that does not fit, a call resolved before: the block returns what happened)."""
+        self.discarded = True
 
     def execute(self, sql: str, args: Any = None) -> Any:
         return self.cur.execute(sql, args) if args is not None else self.cur.execute(sql)
@@ -166,7 +187,10 @@ def raw_transaction(engine: Engine, *, transient: bool = False) -> Iterator[Tx]:
         elif transient:
             tx.execute("SET LOCAL synchronous_commit = off")
         yield tx
-        conn.commit()
+        if tx.discarded:
+            conn.rollback()
+        else:
+            conn.commit()
     except BaseException:
         try:
             conn.rollback()

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, case, false, func, select
-from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import RowMapping
 
-from ..errors import LedgerUnavailable
-from .ops import Store, _translate
+from .ops import Store
 from .schema import events
+from .unavailable import is_unavailable, unavailable
+from .unavailable import translated as _translate
 
 DAY_MICROS = 86_400_000_000
 USAGE_STATUSES = ("ok", "failed", "refused", "cancelled", "expired", "estimated")
@@ -63,23 +63,14 @@ def daily_costs(store: Store, month: str, month_start: int) -> dict[str, dict[in
     return out
 
 
-USAGE_COLUMNS = (
-    events.c.id, events.c.at, events.c.project, events.c.month, events.c.model,
-    events.c.status, events.c.estimated, events.c.prompt_tokens, events.c.completion_tokens,
-    events.c.cached_tokens, events.c.est_prompt_tokens, events.c.input_price,
-    events.c.output_price, events.c.cached_price, events.c.cost, events.c.http_status,
-    events.c.error, events.c.call_id,
-)
-
-
-def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[tuple[Any, ...]]:
-    """The filtered events in recording order, as raw tuples (``USAGE_COLUMNS``), streamed.
+def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[RowMapping]:
+    """The filtered events in recording order, each a row mapping by column name, streamed.
 
     A generator: the read transaction stays open while it is consumed; close it (or exhaust
     it) to release the connection.
     """
     stmt = (
-        select(*USAGE_COLUMNS)
+        select(events)
         .where(*flt.where())
         .order_by(events.c.id)
     )
@@ -89,11 +80,13 @@ def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[tu
             try:
                 for partition in result.partitions():
                     for row in partition:
-                        yield tuple(row)
+                        yield row._mapping
             finally:
                 result.close()
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise LedgerUnavailable(f"ledger database unavailable: {exc.orig or exc}") from exc
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        raise unavailable(exc) from exc
 
 
 @_translate

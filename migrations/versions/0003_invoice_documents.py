@@ -1,7 +1,7 @@
 """invoices as documents: issuer, customers, credit notes; a voided month can be issued again
 
-Revision ID: 0003_invoice_documents
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-02 17:00:00
 
 ``invoices`` gains ``state`` (``issued`` | ``void``) and ``voided_at``; the unique
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_invoice_documents'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
