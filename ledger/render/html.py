@@ -32,6 +32,24 @@ tfoot td { font-weight: 700; border-top: 2px solid #333; border-bottom: none; }
 .draft { color: #b00; font-weight: 700; letter-spacing: .1em; }
 .ok { color: #137333; } .warning { color: #b06000; } .over { color: #b00020; font-weight: 700; }
 .chart { margin: .5rem 0 1.5rem; } .chart svg { width: 100%; height: auto; }
+table.report { font-size: .85rem; }
+table.report th { white-space: normal; vertical-align: bottom; }
+table.report th, table.report td { padding: .3rem .3rem; }
+table.report .kind { display: block; color: #666; font-size: .8em; }
+table.report td.name { overflow-wrap: anywhere; word-break: break-word; min-width: 6rem; }
+@media (max-width: 44rem) {
+  table.report, table.report tbody, table.report tfoot, table.report tr,
+  table.report td { display: block; width: auto; }
+  table.report thead { display: none; }
+  table.report tr { border-bottom: 1px solid #ddd; padding: .4rem 0; }
+  table.report td { border: none; padding: .1rem .2rem; text-align: right;
+                    overflow-wrap: anywhere; }
+  table.report td::before { content: attr(data-label); float: left; color: #555;
+                            font-weight: 600; padding-right: 1rem; }
+  table.report td.name { text-align: left; font-weight: 700; }
+  table.report td.blank { display: none; }
+  table.report .kind { display: inline; }
+}
 @media print { body { margin: 0; max-width: none; } .noprint { display: none; }
                h2 { break-after: avoid; } .chart { break-inside: avoid; } }
 """
@@ -170,17 +188,18 @@ def budget_report(report: BudgetReport) -> str:
     rows = []
     for r in report.rows:
         budget = "none" if r.limit is None else ("hard" if r.hard else "soft")
-        rows.append(
-            f"<tr><td>{e(r.project)}</td><td class=\"n\">{_money(r.limit)} {e(budget)}</td>"
-            f"<td class=\"n\">{_money(r.spent)}</td><td class=\"n\">{_money(r.reserved)}</td>"
-            f"<td class=\"n\">{_money(r.remaining)}</td>"
-            f"<td class=\"n\">{'&ndash;' if r.percent_used is None else e(r.percent_used)}"
-            f"{'' if r.percent_used is None else '%'}</td>"
-            f"<td class=\"n\">{_money(r.burn_rate_per_day)}</td>"
-            f"<td class=\"n\">{_money(r.forecast)}</td>"
-            f"<td class=\"{e(r.status)}\">{e(r.status)}</td></tr>\n")
+        used = "&ndash;" if r.percent_used is None else f"{e(r.percent_used)}%"
+        cells = [_cell("Project", e(r.project), "name"),
+                 _cell("Limit", f"{_money(r.limit)} <span class=\"kind\">{e(budget)}</span>"),
+                 _cell("Spent", _money(r.spent)), _cell("Reserved", _money(r.reserved)),
+                 _cell("Remaining", _money(r.remaining)), _cell("Used", used),
+                 _cell("Burn / day", _money(r.burn_rate_per_day)),
+                 _cell("Forecast", _money(r.forecast)),
+                 _cell("Status", e(r.status), f"status {e(r.status)}")]
+        rows.append(f"<tr>{''.join(cells)}</tr>\n")
     if not report.rows:
-        rows.append("<tr><td colspan=\"9\">No budgets and no usage this month.</td></tr>\n")
+        rows.append("<tr><td colspan=\"9\" class=\"empty\">No budgets and no usage this "
+                    "month.</td></tr>\n")
     charts = "".join(
         f"<h2>{e(r.project)}</h2>\n<div class=\"chart\">{chart(r, report.days_in_month)}</div>\n"
         for r in report.rows)
@@ -188,18 +207,25 @@ def budget_report(report: BudgetReport) -> str:
         f"<h1>Budget report {e(report.month)}</h1>\n"
         f"<p class=\"meta\">As of {e(report.generated_at.strftime('%Y-%m-%d %H:%M UTC'))} "
         f"&middot; day {e(day_of_month(report.days_elapsed))} of {report.days_in_month}</p>\n"
-        "<table>\n<thead><tr><th>Project</th><th class=\"n\">Limit</th><th class=\"n\">Spent"
-        "</th><th class=\"n\">Reserved</th><th class=\"n\">Remaining</th><th class=\"n\">Used"
-        "</th><th class=\"n\">Burn / day</th><th class=\"n\">Forecast</th><th>Status</th>"
-        "</tr></thead>\n<tbody>\n" + "".join(rows) +
-        f"</tbody>\n<tfoot><tr><td>Total</td><td></td><td class=\"n\">{_money(report.spent)}"
-        f"</td><td class=\"n\">{_money(report.reserved)}</td><td colspan=\"3\"></td>"
-        f"<td class=\"n\">{_money(report.forecast)}</td><td></td></tr></tfoot>\n</table>\n"
+        "<table class=\"report\">\n<thead><tr><th>Project</th><th class=\"n\">Limit</th>"
+        "<th class=\"n\">Spent</th><th class=\"n\">Reserved</th><th class=\"n\">Remaining"
+        "</th><th class=\"n\">Used</th><th class=\"n\">Burn / day</th><th class=\"n\">"
+        "Forecast</th><th>Status</th></tr></thead>\n<tbody>\n" + "".join(rows) +
+        "</tbody>\n<tfoot><tr>" + _cell("", "Total", "name")
+        + "<td class=\"n blank\"></td>" + _cell("Spent", _money(report.spent))
+        + _cell("Reserved", _money(report.reserved))
+        + "<td class=\"n blank\" colspan=\"3\"></td>" + _cell("Forecast", _money(report.forecast))
+        + "<td class=\"blank\"></td></tr></tfoot>\n</table>\n"
         "<p class=\"note\">Used = (spent + reserved) / limit; warning from 80%. Burn rate = "
         "spent / days elapsed in the month (at least one). Forecast = spent + burn rate "
         "&times; days left: a straight-line projection of the month-to-date spend.</p>\n"
         + charts)
     return _page(f"Budget report {report.month}", body)
+
+
+def _cell(label: str, html: str, cls: str = "n") -> str:
+    """A report cell; ``data-label`` names it in the stacked layout of narrow screens."""
+    return f"<td class=\"{cls}\" data-label=\"{e(label)}\">{html}</td>"
 
 
 W, H = Decimal(720), Decimal(240)

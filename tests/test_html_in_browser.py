@@ -1,0 +1,201 @@
+"""Issue 11 "seen as a person sees it": the HTML invoice, credit note and budget report
+rendered by headless Chromium, checked through the DOM: no element wider than the page, every
+required field present.
+
+A small inline script, appended to the page, writes the layout facts (the page's width, the
+right edge of every element, the page's text) into the DOM; ``chromium --dump-dom`` prints
+the DOM after the page has loaded and laid out. Chromium is Debian's ``chromium`` package
+(``.ci/run`` installs it). Without it these tests fail, unless ``LEDGER_TEST_NO_BROWSER=1``
+says on purpose that this machine has no browser.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import Ledger, ManualClock
+from ledger.render import dollars
+from ledger.render import html as render_html
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("LEDGER_TEST_NO_BROWSER") == "1":
+    pytest.skip("LEDGER_TEST_NO_BROWSER=1: no headless Chromium on this machine",
+                allow_module_level=True)
+
+NAME = "Café Zürich — 東京 <b>&amp;</b>"
+LONG = "a-very-long-model-name-from-a-fine-tuning-job-with-no-spaces-at-all-whatsoever"
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+#: A4 at 96 dpi is 794 CSS pixels wide, its printable width about 680; 390 is a phone.
+WIDTHS = (794, 680, 390)
+
+#: Appended before ``</body>``: lays the page out and writes what a person would see.
+PROBE = """<script>
+(() => {
+  const page = document.documentElement.clientWidth;
+  const wide = [];
+  let right = 0;
+  for (const el of document.body.querySelectorAll('*')) {
+    if (el.tagName === 'SCRIPT' || el.tagName === 'STYLE') continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;
+    right = Math.max(right, box.right);
+    if (box.right > page + 0.5 || box.left < -0.5) {
+      wide.push(el.tagName.toLowerCase() + '.' + el.className + ': ' +
+                (el.textContent || '').slice(0, 60));
+    }
+  }
+  const facts = {
+    page, right, scroll: document.documentElement.scrollWidth, wide: wide.slice(0, 10),
+    text: document.body.innerText,
+    charts: document.querySelectorAll('.chart svg').length,
+    labels: [...new Set([...document.querySelectorAll('td[data-label]')]
+      .filter(t => getComputedStyle(t, '::before').content !== 'none')
+      .map(t => t.dataset.label))],
+    cols: [...document.querySelectorAll('table.report tbody tr:first-child td')].map(
+      t => Math.round(t.getBoundingClientRect().width)),
+    ticks: [...document.querySelectorAll('.chart svg text.tick')].map(t => t.textContent),
+    status: [...document.querySelectorAll('td.status')].map(
+      t => [t.textContent, getComputedStyle(t).color]),
+  };
+  const out = document.createElement('pre');
+  out.id = 'ledger-facts';
+  out.textContent = JSON.stringify(facts);
+  document.body.appendChild(out);
+})();
+</script>
+"""
+
+
+def seen(page: str, width: int, tmp_path: Path) -> dict[str, Any]:
+    """What headless Chromium lays out for ``page`` in a window ``width`` pixels wide."""
+    assert CHROMIUM is not None, ("headless Chromium (Debian's chromium package) is needed; "
+                                  "LEDGER_TEST_NO_BROWSER=1 skips these tests on purpose")
+    assert page.count("</body>") == 1
+    source = tmp_path / f"page-{width}.html"
+    source.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    profile = tmp_path / f"chromium-{width}"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},1000",
+         "--dump-dom", source.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    found = re.search(r'<pre id="ledger-facts">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"no facts from chromium (exit {done.returncode}): {done.stderr[-2000:]}"
+    facts: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return facts
+
+
+def assert_fits(facts: dict[str, Any]) -> None:
+    assert facts["page"] > 0
+    assert facts["wide"] == [], (facts["wide"], facts.get("cols"), facts["page"])
+    assert facts["right"] <= facts["page"] + 0.5
+    assert facts["scroll"] <= facts["page"]  # no horizontal scrolling
+
+
+@pytest.fixture
+def seller(book: Ledger, clock: ManualClock) -> Ledger:
+    """An issuer, a customer with a Unicode (and markup-looking) name and 20% VAT, and 12
+    models with long names without spaces; the clock after November."""
+    book.set_issuer(name="Seller Ltd", address="1 Main St\nLondon", tax_id="GB123456789",
+                    payment_terms_days=14, payment_details="IBAN GB00 0000 0000 0000 00")
+    book.set_customer("acme", name=NAME, address="Bahnhofstrasse 1\n8001 Zürich",
+                      email="billing@acme.test", tax_id="CHE-123.456.789",
+                      tax_rate=Decimal("0.20"), tax_name="VAT")
+    for i in range(12):
+        book.set_price(f"m{i:02d}-{LONG}", Decimal("0.5"), effective_from=NOV)
+        book.record("acme", f"m{i:02d}-{LONG}", 2_000_000, 1_000_000, cached_tokens=500_000,
+                    at=datetime(2026, 11, 3, tzinfo=UTC))
+    clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+    return book
+
+
+def required_invoice_text(text: str) -> None:
+    for field in ("Seller Ltd", "1 Main St", "London", "GB123456789",
+                  "Café Zürich — 東京 <b>&amp;</b>", "Bahnhofstrasse 1", "billing@acme.test",
+                  "CHE-123.456.789", "Issue date", "02 Dec 2026", "Billing period",
+                  "1–30 Nov 2026", "Currency", "USD", "Description", "Quantity", "Unit price",
+                  "Amount", "Subtotal", "VAT 20%", "input tokens", "cached input tokens",
+                  "output tokens"):
+        assert field in text, field
+    for i in range(12):
+        assert f"m{i:02d}-{LONG}" in text.replace("\n", "").replace("\u200b", "")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_invoice_fits_the_page_with_every_field(seller: Ledger, tmp_path: Path,
+                                                    width: int) -> None:
+    """Issue 11: the HTML invoice in Chromium: nothing wider than the page (A4, a phone),
+    seller, bill-to, number, dates, period, lines, tax, total and amount due all shown."""
+    inv = seller.invoice("acme", "2026-11")
+    facts = seen(render_html.invoice(inv), width, tmp_path)
+    assert_fits(facts)
+    text = facts["text"]
+    required_invoice_text(text)
+    assert "Invoice INV-000001" in text and "Due date" in text and "16 Dec 2026" in text
+    assert "IBAN GB00 0000 0000 0000 00" in text
+    assert f"Total ({inv.currency})" in text and "Amount due" in text
+    assert "$" + format(inv.total, ",f") in text and "$" + format(inv.tax, ",f") in text
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_credit_note_fits_the_page_with_every_field(seller: Ledger, tmp_path: Path,
+                                                        width: int) -> None:
+    """Issue 11: the HTML credit note in Chromium: nothing wider than the page; its number,
+    the invoice it credits, the reason and the credited (negative) totals shown."""
+    inv = seller.invoice("acme", "2026-11")
+    note = seller.void_invoice(inv.label, reason="billed the wrong address")
+    facts = seen(render_html.credit_note(note), width, tmp_path)
+    assert_fits(facts)
+    text = facts["text"]
+    required_invoice_text(text)
+    for field in ("Credit note CN-000001", "Credits invoice", "INV-000001", "Reason",
+                  "billed the wrong address", "Total credited (USD)",
+                  "-$" + format(inv.total, ",f")):
+        assert field in text, field
+
+
+@pytest.fixture
+def report_book(book: Ledger, clock: ManualClock) -> Ledger:
+    """Four projects on Nov 10: one far over its budget (forecast 14× its limit), one in
+    warning, one with no budget and a long name, one idle with a budget."""
+    book.set_budget("acme", Decimal("10"), hard=False)
+    book.set_budget("warn", Decimal("100"))
+    book.set_budget("idle", Decimal("5"))
+    for day in range(1, 10):
+        book.record("acme", "kimi-k2.5", 2_300_000, 0, at=NOV.replace(day=day, hour=9))
+    book.record("warn", "kimi-k2.5", 4_100_000, 0, at=NOV.replace(day=2))
+    book.record(f"free-{LONG}", "kimi-k2.5", 1234, 0, at=NOV.replace(day=3))
+    clock.set(datetime(2026, 11, 10, 12, tzinfo=UTC))
+    return book
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_budget_report_fits_the_page_with_every_field(report_book: Ledger,
+                                                          tmp_path: Path, width: int) -> None:
+    """Issue 11: the HTML budget report in Chromium: nothing wider than the page; the day as
+    a person says it, every project, its figures and one chart each."""
+    report = report_book.budget_report("2026-11")
+    facts = seen(render_html.budget_report(report), width, tmp_path)
+    assert_fits(facts)
+    text = facts["text"].replace("\u200b", "")
+    assert "Budget report 2026-11" in text and "day 10 of 30" in text
+    assert "E+" not in text
+    for row in report.rows:
+        assert row.project in text.replace("\n", ""), row.project
+        assert dollars(row.spent) in text
+    for head in ("Limit", "Spent", "Reserved", "Remaining", "Used", "Forecast", "Status",
+                 "Total"):
+        assert head in text or head in facts["labels"], head
+    assert facts["charts"] == len(report.rows) == 4
