@@ -64,7 +64,8 @@ PROBE = """<script>
       .map(t => t.dataset.label))],
     cols: [...document.querySelectorAll('table.report tbody tr:first-child td')].map(
       t => Math.round(t.getBoundingClientRect().width)),
-    ticks: [...document.querySelectorAll('.chart svg text.tick')].map(t => t.textContent),
+    ticks: [...document.querySelectorAll('.chart svg')].map(
+      svg => [...svg.querySelectorAll('text.tick')].map(t => t.textContent)),
     status: [...document.querySelectorAll('td.status')].map(
       t => [t.textContent, getComputedStyle(t).color]),
   };
@@ -168,8 +169,9 @@ def test_the_credit_note_fits_the_page_with_every_field(seller: Ledger, tmp_path
 
 @pytest.fixture
 def report_book(book: Ledger, clock: ManualClock) -> Ledger:
-    """Four projects on Nov 10: one far over its budget (forecast 14× its limit), one in
-    warning, one with no budget and a long name, one idle with a budget."""
+    """Five projects on Nov 10: one far over its budget (forecast 130× its limit), one in
+    warning, one "ok" but forecast over its limit, one with no budget and a long name, one
+    idle with a budget."""
     book.set_budget("acme", Decimal("10"), hard=False)
     book.set_budget("warn", Decimal("100"))
     book.set_budget("idle", Decimal("5"))
@@ -177,6 +179,8 @@ def report_book(book: Ledger, clock: ManualClock) -> Ledger:
         book.record("acme", "kimi-k2.5", 2_300_000, 0, at=NOV.replace(day=day, hour=9))
     book.record("warn", "kimi-k2.5", 4_100_000, 0, at=NOV.replace(day=2))
     book.record(f"free-{LONG}", "kimi-k2.5", 1234, 0, at=NOV.replace(day=3))
+    book.set_budget("soon", Decimal("100"))                  # 40% used, forecast $126
+    book.record("soon", "kimi-k2.5", 2_000_000, 0, at=NOV.replace(day=4))
     clock.set(datetime(2026, 11, 10, 12, tzinfo=UTC))
     return book
 
@@ -198,4 +202,30 @@ def test_the_budget_report_fits_the_page_with_every_field(report_book: Ledger,
     for head in ("Limit", "Spent", "Reserved", "Remaining", "Used", "Forecast", "Status",
                  "Total"):
         assert head in text or head in facts["labels"], head
-    assert facts["charts"] == len(report.rows) == 4
+    assert facts["charts"] == len(report.rows) == 5
+
+
+GREEN = "rgb(19, 115, 51)"
+AMBER = "rgb(176, 96, 0)"
+RED = "rgb(176, 0, 32)"
+
+
+def test_the_budget_report_reads_right(report_book: Ledger, tmp_path: Path) -> None:
+    """Issue 11: every chart's y axis is round ticks (1, 2 or 5 × 10^k from $0, one precision
+    per axis); a forecast over its limit is never "ok" in green; over is red."""
+    report = report_book.budget_report("2026-11")
+    facts = seen(render_html.budget_report(report), 794, tmp_path)
+    assert len(facts["ticks"]) == 5
+    for labels in facts["ticks"]:
+        values = [Decimal(label.lstrip("$").replace(",", "")) for label in labels]
+        step = values[1]
+        assert values[0] == 0 and step.scaleb(-step.adjusted()) in (1, 2, 5), labels
+        assert values == [step * i for i in range(len(values))], labels
+        assert len({v.as_tuple().exponent for v in values}) == 1, labels  # one precision
+    shown = dict(zip((r.project for r in report.rows), facts["status"], strict=True))
+    assert shown["soon"] == ["ok, forecast over", AMBER]
+    assert shown["acme"] == ["over", RED] and shown["warn"] == ["warning", AMBER]
+    assert shown["idle"] == ["ok", GREEN]
+    for row in report.rows:
+        if row.forecast_over:
+            assert shown[row.project][1] != GREEN, row.project

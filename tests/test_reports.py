@@ -5,9 +5,12 @@ from __future__ import annotations
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from types import GeneratorType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import Ledger, ManualClock
 from ledger.reports import budget_report, budgets, calibration, count_usage, usage_rows
@@ -219,3 +222,71 @@ def test_the_html_header_names_the_day_plainly() -> None:
     assert day_of_month(Decimal("3E+1")) == "30"
     assert day_of_month(Decimal("1.2241")) == "2"
     assert day_of_month(Decimal("0")) == "1"
+
+
+class TestChartAxis:
+    """Issue 11: the HTML budget report's y axis: nice round ticks, never $780.01 or $0.03."""
+
+    @pytest.mark.parametrize(("high", "labels"), [
+        ("1438.11", ["$0", "$500", "$1,000", "$1,500"]),
+        ("780.01", ["$0", "$200", "$400", "$600", "$800"]),
+        ("0.04", ["$0.00", "$0.01", "$0.02", "$0.03", "$0.04", "$0.05"]),
+        ("0", ["$0.00", "$0.01"]),
+        ("150000000", ["$0", "$50,000,000", "$100,000,000", "$150,000,000",
+                       "$200,000,000"]),
+    ])
+    def test_known_axes(self, high: str, labels: list[str]) -> None:
+        """Issue 11: ticks for a few maxima, labelled with one precision per axis."""
+        from ledger.render.axis import nice_ticks, tick_label
+
+        ticks = nice_ticks(Decimal(high))
+        assert [tick_label(t, ticks[1]) for t in ticks] == labels
+
+    @given(st.decimals(min_value=0, max_value=10**12, places=10, allow_nan=False,
+                       allow_infinity=False))
+    @settings(max_examples=300, deadline=None)
+    def test_any_maximum_gets_round_evenly_spaced_ticks_above_it(self, high: Decimal) -> None:
+        """Issue 11: from 0, evenly spaced by 1, 2 or 5 × 10^k, the top above the maximum,
+        at most 6 intervals; the same under a caller's prec = 3."""
+        import decimal
+
+        from ledger.render.axis import nice_ticks
+
+        ticks = nice_ticks(high)
+        step = ticks[1]
+        assert ticks[0] == 0 and ticks[-1] > high and 2 <= len(ticks) <= 7
+        assert all(b - a == step for a, b in pairwise(ticks))
+        mantissa = step.scaleb(-step.adjusted())
+        assert mantissa in (1, 2, 5) and step >= Decimal("0.01")
+        assert ticks[-2] <= high or len(ticks) == 2
+        with decimal.localcontext() as ctx:
+            ctx.prec = 3
+            assert nice_ticks(high) == ticks
+
+
+def test_a_forecast_over_its_limit_is_never_a_green_ok(spent: Ledger) -> None:
+    """Issue 11: acme is "ok" (50% used) but forecast over its $10: shown "ok, forecast over"
+    in the warning colour, in the terminal and in HTML; the data keeps status "ok"."""
+    import io
+
+    from rich.console import Console
+
+    from ledger.render import html as render_html
+    from ledger.render import shown_status
+    from ledger.render import table as render_table
+
+    rep = spent.budget_report("2026-11")
+    [row] = rep.rows
+    assert row.status == "ok" and row.forecast_over
+    assert shown_status(row.status, row.forecast_over) == ("ok, forecast over", "warning")
+    assert shown_status("ok", False) == ("ok", "ok")
+    assert shown_status("over", True) == ("over", "over")
+    page = render_html.budget_report(rep)
+    assert 'class="status warning" data-label="Status">ok, forecast over<' in page
+    assert 'class="status ok"' not in page
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="standard", width=200)
+    console.print(render_table.budget_report(rep))
+    text = out.getvalue()
+    assert "\x1b[33mok, forecast over\x1b[0m" in text     # yellow
+    assert "\x1b[32m" not in text                         # never green

@@ -21,3 +21,11 @@ def dollars(value: Decimal) -> str:
     """``$1.50``, ``-$3.67``: the exact amount with its sign before the dollar sign
     (``copy_abs``, not ``abs()``: the latter rounds to the caller's decimal context)."""
     return ("-$" if value < 0 else "$") + money_str(value.copy_abs())
+
+
+def shown_status(status: str, forecast_over: bool) -> tuple[str, str]:
+    """A budget row's status as a person reads it, and its tone (``ok``, ``warning`` or
+    ``over``, the colour): a forecast over the limit is never a plain green "ok"."""
+    if status == "ok" and forecast_over:
+        return "ok, forecast over", "warning"
+    return status, status

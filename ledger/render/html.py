@@ -14,7 +14,8 @@ from html import escape
 from ..invoice import CreditNote, Invoice
 from ..money import in_money_context, money_str
 from ..reports import BudgetReport, BudgetRow
-from . import dollars
+from . import dollars, shown_status
+from .axis import nice_ticks, tick_label
 from .document import Document
 
 CSS = """
@@ -189,13 +190,14 @@ def budget_report(report: BudgetReport) -> str:
     for r in report.rows:
         budget = "none" if r.limit is None else ("hard" if r.hard else "soft")
         used = "&ndash;" if r.percent_used is None else f"{e(r.percent_used)}%"
+        status, tone = shown_status(r.status, r.forecast_over)
         cells = [_cell("Project", e(r.project), "name"),
                  _cell("Limit", f"{_money(r.limit)} <span class=\"kind\">{e(budget)}</span>"),
                  _cell("Spent", _money(r.spent)), _cell("Reserved", _money(r.reserved)),
                  _cell("Remaining", _money(r.remaining)), _cell("Used", used),
                  _cell("Burn / day", _money(r.burn_rate_per_day)),
                  _cell("Forecast", _money(r.forecast)),
-                 _cell("Status", e(r.status), f"status {e(r.status)}")]
+                 _cell("Status", e(status), f"status {e(tone)}")]
         rows.append(f"<tr>{''.join(cells)}</tr>\n")
     if not report.rows:
         rows.append("<tr><td colspan=\"9\" class=\"empty\">No budgets and no usage this "
@@ -245,13 +247,15 @@ def chart(row: BudgetRow, days: int) -> str:
     for d in row.daily:
         running += d.amount
         cumulative.append(running)
-    top = max([row.limit or Decimal(0), running, row.forecast,
-               *(d.amount for d in row.daily), Decimal("0.01")]) * Decimal("1.1")
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    ticks = nice_ticks(max([row.limit or Decimal(0), running, row.forecast,
+                            *(d.amount for d in row.daily)]))
+    top, labels = ticks[-1], [tick_label(t, ticks[1]) for t in ticks]
+    left = max(LEFT, Decimal(7 * max(len(label) for label in labels) + 12))
+    pw, ph = W - left - RIGHT, H - TOP - BOTTOM
     step = pw / days
 
     def x(day: Decimal) -> Decimal:
-        return LEFT + step * day
+        return left + step * day
 
     def y(value: Decimal) -> Decimal:
         return TOP + ph - ph * value / top
@@ -259,14 +263,13 @@ def chart(row: BudgetRow, days: int) -> str:
     parts = [f"<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" "
              f"aria-label=\"Spend of {e(row.project)} against its budget\">"
              f"<title>Spend of {e(row.project)} against its budget</title>",
-             f"<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fafafa\" "
+             f"<rect x=\"{left}\" y=\"{TOP}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fafafa\" "
              "stroke=\"#ccc\"/>"]
-    for i in range(5):  # y grid and labels
-        value = top * i / 4
-        parts.append(f"<line x1=\"{LEFT}\" x2=\"{LEFT + pw}\" y1=\"{_n(y(value))}\" "
+    for value, label in zip(ticks, labels, strict=True):  # y grid and labels: round ticks
+        parts.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{_n(y(value))}\" "
                      f"y2=\"{_n(y(value))}\" stroke=\"#e5e5e5\"/>"
-                     f"<text x=\"{LEFT - 6}\" y=\"{_n(y(value) + 4)}\" font-size=\"11\" "
-                     f"text-anchor=\"end\" fill=\"#666\">${e(value.quantize(Decimal('0.01')))}"
+                     f"<text x=\"{left - 6}\" y=\"{_n(y(value) + 4)}\" font-size=\"11\" "
+                     f"text-anchor=\"end\" fill=\"#666\" class=\"tick\">{e(label)}"
                      "</text>")
     for day in (1, 8, 15, 22, days):  # x labels
         parts.append(f"<text x=\"{_n(x(Decimal(day) - Decimal('0.5')))}\" y=\"{H - 10}\" "
@@ -291,11 +294,11 @@ def chart(row: BudgetRow, days: int) -> str:
                 f"{e(money_str(row.forecast))}</title></line>")
     if row.limit is not None:
         parts.append(
-            f"<line x1=\"{LEFT}\" x2=\"{LEFT + pw}\" y1=\"{_n(y(row.limit))}\" "
+            f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{_n(y(row.limit))}\" "
             f"y2=\"{_n(y(row.limit))}\" stroke=\"#b00020\" stroke-width=\"1.5\" "
             f"stroke-dasharray=\"6 4\"><title>budget: ${e(money_str(row.limit))}</title></line>"
-            f"<text x=\"{LEFT + pw - 4}\" y=\"{_n(y(row.limit) - 5)}\" font-size=\"11\" "
+            f"<text x=\"{left + pw - 4}\" y=\"{_n(y(row.limit) - 5)}\" font-size=\"11\" "
             f"text-anchor=\"end\" fill=\"#b00020\">budget ${e(money_str(row.limit))}</text>")
-    parts.append(f"<text x=\"{LEFT + 6}\" y=\"{TOP + 14}\" font-size=\"11\" fill=\"#0b57d0\">"
+    parts.append(f"<text x=\"{left + 6}\" y=\"{TOP + 14}\" font-size=\"11\" fill=\"#0b57d0\">"
                  "cumulative spend (line), daily spend (bars), forecast (dotted)</text></svg>")
     return "".join(parts)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..money import price_from_units
-from . import dollars
+from . import dollars, shown_status
 from .safe import SafeConsole
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ def budget_report(report: BudgetReport) -> RenderableType:
         limit = money(r.limit, dash="none")
         if r.limit is not None and not r.hard:
             limit.append(" soft", style="dim")
+        status, tone = shown_status(r.status, r.forecast_over)
         forecast = money(r.forecast)
         if r.forecast_over:
             forecast.stylize("yellow")
@@ -152,7 +153,7 @@ def budget_report(report: BudgetReport) -> RenderableType:
                       money(r.remaining), Text("-" if r.percent_used is None
                                                else f"{r.percent_used}%", justify="right"),
                       money(r.burn_rate_per_day), forecast,
-                      Text(r.status, style=STATUS_STYLE.get(r.status, "")))
+                      Text(status, style=STATUS_STYLE.get(tone, "")))
     note = Text("Forecast: spent + burn rate x days left; burn rate: spent / days elapsed "
                 "(at least 1). Used: (spent + reserved) / limit.", style="dim")
     return Group(table, note)
