@@ -269,7 +269,8 @@ def _usage_filter(project: str | None, month: str | None, model: str | None,
 def usage_rows(store: Store, *, project: str | None = None, month: str | None = None,
                model: str | None = None, status: str | None = None,
                batch: int = 2000) -> Generator[UsageRow, None, None]:
-    """Stream the recorded calls matching the filters, oldest first (flat memory).
+    """Stream the recorded calls matching the filters, oldest first by call time (``at``,
+    then id), in flat memory.
 
     ``status`` is one of ``ok``, ``failed``, ``refused``, ``cancelled`` or ``estimated``
     (calls whose usage the server did not report). Arguments are checked before the first row

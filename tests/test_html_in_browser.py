@@ -223,7 +223,7 @@ def test_the_budget_report_reads_right(report_book: Ledger, tmp_path: Path) -> N
         assert values == [step * i for i in range(len(values))], labels
         assert len({v.as_tuple().exponent for v in values}) == 1, labels  # one precision
     shown = dict(zip((r.project for r in report.rows), facts["status"], strict=True))
-    assert shown["soon"] == ["ok, forecast over", AMBER]
+    assert shown["soon"] == ["at risk", AMBER]
     assert shown["acme"] == ["over", RED] and shown["warn"] == ["warning", AMBER]
     assert shown["idle"] == ["ok", GREEN]
     for row in report.rows:

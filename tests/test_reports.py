@@ -265,7 +265,7 @@ class TestChartAxis:
 
 
 def test_a_forecast_over_its_limit_is_never_a_green_ok(spent: Ledger) -> None:
-    """Issue 11: acme is "ok" (50% used) but forecast over its $10: shown "ok, forecast over"
+    """Issue 11: acme is "ok" (50% used) but forecast over its $10: shown "at risk"
     in the warning colour, in the terminal and in HTML; the data keeps status "ok"."""
     import io
 
@@ -278,15 +278,15 @@ def test_a_forecast_over_its_limit_is_never_a_green_ok(spent: Ledger) -> None:
     rep = spent.budget_report("2026-11")
     [row] = rep.rows
     assert row.status == "ok" and row.forecast_over
-    assert shown_status(row.status, row.forecast_over) == ("ok, forecast over", "warning")
+    assert shown_status(row.status, row.forecast_over) == ("at risk", "warning")
     assert shown_status("ok", False) == ("ok", "ok")
     assert shown_status("over", True) == ("over", "over")
     page = render_html.budget_report(rep)
-    assert 'class="status warning" data-label="Status">ok, forecast over<' in page
+    assert 'class="status warning" data-label="Status">at risk<' in page
     assert 'class="status ok"' not in page
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="standard", width=200)
     console.print(render_table.budget_report(rep))
     text = out.getvalue()
-    assert "\x1b[33mok, forecast over\x1b[0m" in text     # yellow
+    assert "\x1b[33mat risk\x1b[0m" in text     # yellow
     assert "\x1b[32m" not in text                         # never green

@@ -25,7 +25,8 @@ def dollars(value: Decimal) -> str:
 
 def shown_status(status: str, forecast_over: bool) -> tuple[str, str]:
     """A budget row's status as a person reads it, and its tone (``ok``, ``warning`` or
-    ``over``, the colour): a forecast over the limit is never a plain green "ok"."""
+    ``over``, the colour): a forecast over the limit is never a plain green "ok" but
+    "at risk" (under the limit now, forecast over it), in the warning colour."""
     if status == "ok" and forecast_over:
-        return "ok, forecast over", "warning"
+        return "at risk", "warning"
     return status, status

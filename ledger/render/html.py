@@ -220,7 +220,8 @@ def budget_report(report: BudgetReport) -> str:
         + "<td class=\"blank\"></td></tr></tfoot>\n</table>\n"
         "<p class=\"note\">Used = (spent + reserved) / limit; warning from 80%. Burn rate = "
         "spent / days elapsed in the month (at least one). Forecast = spent + burn rate "
-        "&times; days left: a straight-line projection of the month-to-date spend.</p>\n"
+        "&times; days left: a straight-line projection of the month-to-date spend. At risk: "
+        "under its limit now, but forecast over it.</p>\n"
         + charts)
     return _page(f"Budget report {report.month}", body)
 

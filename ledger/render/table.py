@@ -15,8 +15,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..money import price_from_units
+from ..money import in_money_context, price_from_units
 from . import dollars, shown_status
+from .fit import Col, Fitted, money_column
 from .safe import SafeConsole
 
 if TYPE_CHECKING:
@@ -129,34 +130,41 @@ def invoice_list(invs: Iterable[Invoice]) -> RenderableType:
 
 
 def budget_report(report: BudgetReport) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, show_footer=True, pad_edge=False,
-                  title=Text(f"Budgets for {report.month} (as of "
-                             f"{report.generated_at.strftime('%Y-%m-%d %H:%M UTC')})"))
-    table.add_column("Project", footer=Text("Total", style="bold"))
-    table.add_column("Limit", justify="right")
-    table.add_column("Spent", justify="right", footer=money(report.spent))
-    table.add_column("Reserved", justify="right", footer=money(report.reserved))
-    table.add_column("Remaining", justify="right")
-    table.add_column("Used", justify="right")
-    table.add_column("Burn/day", justify="right")
-    table.add_column("Forecast", justify="right", footer=money(report.forecast))
-    table.add_column("Status")
-    for r in report.rows:
-        limit = money(r.limit, dash="none")
-        if r.limit is not None and not r.hard:
-            limit.append(" soft", style="dim")
+    """Every project's month: fits any width (stacked when narrow), one precision per money
+    column, a totals row; an empty month says so."""
+    rows = list(report.rows)
+    spent = money_column([*(r.spent for r in rows), report.spent])
+    reserved = money_column([*(r.reserved for r in rows), report.reserved])
+    remaining = money_column([r.remaining for r in rows])
+    limits = money_column([r.limit for r in rows], dash="none")
+    burn = money_column([r.burn_rate_per_day for r in rows])
+    forecast = money_column([*(r.forecast for r in rows), report.forecast])
+    body: list[list[Text]] = []
+    for i, r in enumerate(rows):
+        limit = limits[i]
+        if r.limit is not None:
+            limit.append(" hard" if r.hard else " soft", style="dim")
         status, tone = shown_status(r.status, r.forecast_over)
-        forecast = money(r.forecast)
         if r.forecast_over:
-            forecast.stylize("yellow")
-        table.add_row(t(r.project), limit, money(r.spent), money(r.reserved),
-                      money(r.remaining), Text("-" if r.percent_used is None
-                                               else f"{r.percent_used}%", justify="right"),
-                      money(r.burn_rate_per_day), forecast,
-                      Text(status, style=STATUS_STYLE.get(tone, "")))
+            forecast[i].stylize("yellow")
+        body.append([t(r.project), limit, spent[i], reserved[i], remaining[i],
+                     Text("-" if r.percent_used is None else f"{r.percent_used}%",
+                          justify="right"),
+                     burn[i], forecast[i], Text(status, style=STATUS_STYLE.get(tone, ""))])
+    cols = [Col("Project"), Col("Limit", right=True, keep=True),
+            Col("Spent", right=True, keep=True), Col("Reserved", right=True, keep=True),
+            Col("Remaining", right=True, keep=True), Col("Used", right=True, keep=True),
+            Col("Burn/day", right=True, keep=True), Col("Forecast", right=True, keep=True),
+            Col("Status", min=6)]
+    footer = [Text("Total", style="bold"), Text(""), spent[-1], reserved[-1], Text(""),
+              Text(""), Text(""), forecast[-1], Text("")]
     note = Text("Forecast: spent + burn rate x days left; burn rate: spent / days elapsed "
-                "(at least 1). Used: (spent + reserved) / limit.", style="dim")
-    return Group(table, note)
+                "(at least 1). Used: (spent + reserved) / limit. At risk: forecast over the limit.",
+                style="dim")
+    return Fitted(cols, body, footer=footer,
+                  title=(f"Budgets for {report.month} (as of "
+                         f"{report.generated_at.strftime('%Y-%m-%d %H:%M UTC')})"),
+                  empty=f"No budgets and no usage in {report.month}.", note=note)
 
 
 def prices(items: Iterable[Price]) -> RenderableType:
@@ -189,18 +197,24 @@ def budgets(states: Iterable[BudgetState]) -> RenderableType:
     return table
 
 
-def usage(rows: Iterable[UsageRow]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in (("At (UTC)", "left"), ("Project", "left"), ("Model", "left"),
-                          ("Status", "left"), ("In", "right"), ("Out", "right"),
-                          ("Cost", "right"), ("Error", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for r in rows:
-        status = r.status + (" (estimated)" if r.estimated else "")
-        table.add_row(t(r.at.strftime("%Y-%m-%d %H:%M:%S")), t(r.project), t(r.model),
-                      t(status), num(r.prompt_tokens), num(r.completion_tokens), money(r.cost),
-                      t((r.error or "")[:60]))
-    return table
+@in_money_context
+def usage(rows: Iterable[UsageRow]) -> RenderableType:
+    """Recorded calls, in the order given (``ledger usage``: by call time): fits any width,
+    names fold, one precision for the cost column, a totals row; no calls says so."""
+    shown = list(rows)
+    costs = money_column([*(r.cost for r in shown), sum((r.cost for r in shown), Decimal(0))])
+    body = [[t(r.at.strftime("%Y-%m-%d %H:%M:%S")), t(r.project), t(r.model),
+             t(r.status + (" (estimated)" if r.estimated else "")), num(r.prompt_tokens),
+             num(r.completion_tokens), costs[i], t((r.error or "")[:60])]
+            for i, r in enumerate(shown)]
+    cols = [Col("At (UTC)", min=10), Col("Project"), Col("Model"), Col("Status", min=6),
+            Col("In", right=True, keep=True), Col("Out", right=True, keep=True),
+            Col("Cost", right=True, keep=True), Col("Error")]
+    calls = f"{len(shown):,} call" + ("" if len(shown) == 1 else "s")
+    footer = [Text("Total", style="bold"), t(calls), Text(""), Text(""),
+              num(sum(r.prompt_tokens for r in shown)),
+              num(sum(r.completion_tokens for r in shown)), costs[-1], Text("")]
+    return Fitted(cols, body, footer=footer, empty="No calls recorded match these filters.")
 
 
 def calibration(rows: Iterable[Calibration]) -> RenderableType:

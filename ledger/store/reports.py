@@ -64,7 +64,9 @@ def daily_costs(store: Store, month: str, month_start: int) -> dict[str, dict[in
 
 
 def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[RowMapping]:
-    """The filtered events in recording order, each a row mapping by column name, streamed.
+    """The filtered events by call time (``at``, then ``id`` for calls at the same instant:
+    a call recorded late with ``at=`` takes its place in time), each a row mapping by
+    column name, streamed.
 
     A generator: the read transaction stays open while it is consumed; close it (or exhaust
     it) to release the connection.
@@ -72,7 +74,7 @@ def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[Ro
     stmt = (
         select(events)
         .where(*flt.where())
-        .order_by(events.c.id)
+        .order_by(events.c.at, events.c.id)
     )
     try:
         with store.read() as conn:
