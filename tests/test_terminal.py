@@ -14,7 +14,7 @@ from rich.console import Console, RenderableType
 
 from ledger import Ledger, ManualClock
 from ledger.render import table as render_table
-from ledger.reports import usage_rows
+from ledger.reports import budgets, usage_rows
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 LONG = "a-very-long-model-name-from-a-fine-tuning-job-with-no-spaces-at-all"
@@ -129,3 +129,15 @@ def test_usage_is_ordered_by_call_time(book: Ledger) -> None:
     assert [r.prompt_tokens for r in book.usage(project="acme")] == [4, 2, 1, 3]
     ids = [r.id for r in rows]
     assert ids[2] < ids[3]  # the same instant: by id
+
+
+def test_prices_budgets_and_invoices_fit_80_columns(busy: Ledger) -> None:
+    """Issue 11: the price list, the budgets and the invoice list at 80 columns: no "…", the
+    long model name whole, prices in one precision per column, empty lists say so."""
+    text = shown(render_table.prices(busy.prices()))
+    assert "…" not in text and reads_whole(LONG, text)
+    assert "$0.0123456" in text and "$0.0200000" in text  # kimi-k2.5's $0.02, as precise
+    text = shown(render_table.budgets(budgets(busy.store, busy.now())))
+    assert "…" not in text and "Total" in text and "$4.0222344256" in text
+    assert "No prices set." in shown(render_table.prices([]))
+    assert "No budgets set." in shown(render_table.budgets([]))

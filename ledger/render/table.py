@@ -107,26 +107,21 @@ def _document(doc: Document) -> RenderableType:
 
 
 def invoice_list(invs: Iterable[Invoice]) -> RenderableType:
-    """Number, project, month, dates, total and state of every invoice."""
+    """Number, project, month, dates, total and state of every invoice; fits any width."""
     from .document import grouped
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in (("Number", "left"), ("Project", "left"), ("Month", "left"),
-                          ("Issued", "left"), ("Due", "left"), ("Total", "right"),
-                          ("State", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    count = 0
+    body = []
     for inv in invs:
-        count += 1
         state = inv.state if inv.credit_note is None else f"{inv.state} ({inv.credit_note})"
-        table.add_row(t(inv.label), t(inv.project), t(inv.month),
-                      t(inv.issued_at.strftime("%Y-%m-%d")),
-                      t("" if inv.due_at is None else inv.due_at.strftime("%Y-%m-%d")),
-                      Text(grouped(inv.total), justify="right"),
-                      Text(state, style="dim" if inv.state == "void" else ""))
-    if not count:
-        return Text("No invoices issued yet.")
-    return table
+        body.append([t(inv.label), t(inv.project), t(inv.month),
+                     t(inv.issued_at.strftime("%Y-%m-%d")),
+                     t("" if inv.due_at is None else inv.due_at.strftime("%Y-%m-%d")),
+                     Text(grouped(inv.total), justify="right"),
+                     Text(state, style="dim" if inv.state == "void" else "")])
+    cols = [Col("Number", keep=True), Col("Project"), Col("Month", keep=True),
+            Col("Issued", keep=True), Col("Due", keep=True),
+            Col("Total", right=True, keep=True), Col("State")]
+    return Fitted(cols, body, empty="No invoices issued yet.")
 
 
 def budget_report(report: BudgetReport) -> RenderableType:
@@ -168,33 +163,38 @@ def budget_report(report: BudgetReport) -> RenderableType:
 
 
 def prices(items: Iterable[Price]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in (("Model", "left"), ("From", "left"), ("Input /1K", "right"),
-                          ("Output /1K", "right"), ("Cached input /1K", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for p in items:
-        table.add_row(t(p.model), t(p.effective_from.strftime("%Y-%m-%d %H:%M:%S UTC")),
-                      money(price_from_units(p.input_units)),
-                      money(price_from_units(p.output_units)),
-                      money(None if p.cached_units is None else price_from_units(p.cached_units)))
-    return table
+    """Every price period; fits any width, one precision per price column."""
+    shown = list(items)
+    ins = money_column([price_from_units(p.input_units) for p in shown])
+    outs = money_column([price_from_units(p.output_units) for p in shown])
+    cached = money_column([None if p.cached_units is None else price_from_units(p.cached_units)
+                           for p in shown])
+    body = [[t(p.model), t(p.effective_from.strftime("%Y-%m-%d %H:%M:%S UTC")), ins[i],
+             outs[i], cached[i]] for i, p in enumerate(shown)]
+    cols = [Col("Model"), Col("From", min=10), Col("Input /1K", right=True, keep=True),
+            Col("Output /1K", right=True, keep=True),
+            Col("Cached input /1K", right=True, keep=True)]
+    return Fitted(cols, body, empty="No prices set.")
 
 
+@in_money_context
 def budgets(states: Iterable[BudgetState]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("Project")
-    table.add_column("Budget")
-    table.add_column("Limit", justify="right")
-    table.add_column("Month")
-    table.add_column("Spent", justify="right")
-    table.add_column("Reserved", justify="right")
-    table.add_column("Remaining", justify="right")
-    table.add_column("Status")
-    for s in states:
-        table.add_row(t(s.project), t("hard" if s.hard else "soft"), money(s.limit), t(s.month),
-                      money(s.spent), money(s.held), money(s.remaining),
-                      Text(s.status, style=STATUS_STYLE.get(s.status, "")))
-    return table
+    """Every budget this month; fits any width, one precision per money column, totals."""
+    shown = list(states)
+    limits = money_column([s.limit for s in shown])
+    spent = money_column([*(s.spent for s in shown), sum((s.spent for s in shown), Decimal(0))])
+    held = money_column([*(s.held for s in shown), sum((s.held for s in shown), Decimal(0))])
+    remaining = money_column([s.remaining for s in shown])
+    body = [[t(s.project), t("hard" if s.hard else "soft"), limits[i], t(s.month), spent[i],
+             held[i], remaining[i], Text(s.status, style=STATUS_STYLE.get(s.status, ""))]
+            for i, s in enumerate(shown)]
+    cols = [Col("Project"), Col("Budget", keep=True), Col("Limit", right=True, keep=True),
+            Col("Month", keep=True), Col("Spent", right=True, keep=True),
+            Col("Reserved", right=True, keep=True), Col("Remaining", right=True, keep=True),
+            Col("Status", min=7)]
+    footer = [Text("Total", style="bold"), Text(""), Text(""), Text(""), spent[-1], held[-1],
+              Text(""), Text("")]
+    return Fitted(cols, body, footer=footer, empty="No budgets set.")
 
 
 @in_money_context
@@ -217,18 +217,18 @@ def usage(rows: Iterable[UsageRow]) -> RenderableType:
     return Fitted(cols, body, footer=footer, empty="No calls recorded match these filters.")
 
 
+@in_money_context
 def calibration(rows: Iterable[Calibration]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False,
-                  title=Text("Estimated vs reported prompt tokens"))
-    for name, justify in (("Model", "left"), ("Calls", "right"), ("Estimated", "right"),
-                          ("Actual", "right"), ("Actual/estimated", "right"),
-                          ("Mean abs error", "right"), ("Over-estimated", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for c in rows:
-        table.add_row(t(c.model), num(c.calls), num(c.estimated_prompt_tokens),
-                      num(c.actual_prompt_tokens), num(c.ratio), num(c.mean_abs_error),
-                      Text(f"{(c.overestimated_share * 100).normalize():f}%", justify="right"))
-    return table
+    """Estimated vs reported prompt tokens per model; fits any width."""
+    body = [[t(c.model), num(c.calls), num(c.estimated_prompt_tokens),
+             num(c.actual_prompt_tokens), num(c.ratio), num(c.mean_abs_error),
+             Text(f"{(c.overestimated_share * 100).normalize():f}%", justify="right")]
+            for c in rows]
+    cols = [Col("Model"), *(Col(name, right=True, keep=True) for name in (
+        "Calls", "Estimated", "Actual", "Actual/estimated", "Mean abs error",
+        "Over-estimated"))]
+    return Fitted(cols, body, title="Estimated vs reported prompt tokens",
+                  empty="No calls with both an estimate and reported usage.")
 
 
 def estimate(est: Estimate, state: BudgetState | None, fits: bool | None) -> RenderableType:
