@@ -57,6 +57,16 @@ class TestMetered:
             (reply.usage_metadata["input_tokens"], reply.usage_metadata["output_tokens"]),
             (streamed[0]["input_tokens"], streamed[0]["output_tokens"])]
 
+    @pytest.mark.anyio
+    async def test_without_http_async_client_async_calls_go_around_the_ledger(
+            self, book: Ledger, sim: RunAPISimulator, ledger_events: Events) -> None:
+        """Issue 12 "No recipes": why the recipe passes both clients: with http_client alone,
+        ainvoke reaches the server unmetered."""
+        llm = langchain_openai.ChatOpenAI(model="kimi-k2.5", base_url=sim.openai_base_url,
+                                          api_key="sk-...", http_client=book.httpx_client("acme"))
+        await llm.ainvoke("hello there")
+        assert sim.request_count == 1 and ledger_events(book) == []
+
 
 class TestRefused:
     def test_refusal_raises_the_402_status_error(
