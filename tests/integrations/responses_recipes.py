@@ -92,8 +92,13 @@ def test_pydantic_ai_responses_refusal_is_a_402(
 
 
 @pytest.fixture
-def agents_default_client(book: Ledger, sim: RunAPISimulator) -> object:
-    """openai-agents' default client (used by its default Responses model), metered."""
+def agents_default_client(book: Ledger, sim: RunAPISimulator,
+                          monkeypatch: pytest.MonkeyPatch) -> object:
+    """openai-agents' default client (used by its default Responses model), metered; the
+    process-wide defaults are put back after the test."""
+    shared = framework("agents.models._openai_shared", "openai-agents")
+    for name in ("_default_openai_client", "_use_responses_by_default"):
+        monkeypatch.setattr(shared, name, getattr(shared, name))  # restored at teardown
     agents.set_tracing_disabled(True)
     client = openai.AsyncOpenAI(base_url=sim.openai_base_url, api_key="sk-...",
                                 http_client=book.async_httpx_client("acme"))
