@@ -82,6 +82,7 @@ class Ledger:
         send_default_cap: bool = True,
         migrate: bool = True,
         replay_spool: bool = True,
+        create: bool = False,
     ) -> None:
         self.url = normalise_url(url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL)
         self.clock: Clock = clock or SystemClock()
@@ -99,7 +100,9 @@ class Ledger:
         self.send_default_cap = send_default_cap
         self._encodings = dict(encodings or {})
         self._estimator: Estimator | None = None
-        self.engine = make_engine(self.url)
+        #: ``create=True`` makes a SQLite file's missing directory; without it a missing one
+        #: raises InvalidInput naming the path (a typo is not a new, empty ledger).
+        self.engine = make_engine(self.url, create=create)
         self.store = Store(self.engine)
         if migrate:
             try:
