@@ -33,6 +33,7 @@ from ..errors import (
     LedgerError,
     LedgerUnavailable,
 )
+from ..render.safe import terminal_text
 from .options import CliState
 
 EXIT_NO = 1
@@ -51,7 +52,7 @@ class CliError(click.ClickException):
         super().__init__(_one_line(message))
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
+        click.echo(terminal_text(f"Error: {self.format_message()}"), err=True)
 
 
 class RefusedError(CliError):
@@ -135,7 +136,7 @@ class LedgerGroup(click.Group):
                               standalone_mode=False, **extra)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            click.echo(f"Error: {_one_line(exc.format_message())}{hint}", err=True)
+            click.echo(terminal_text(f"Error: {_one_line(exc.format_message())}{hint}"), err=True)
             _exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()

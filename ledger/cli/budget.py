@@ -12,6 +12,7 @@ from ..render import json as render_json
 from ..render import table as render_table
 from .options import (
     CliState,
+    echo,
     format_option,
     month_option,
     output_option,
@@ -55,7 +56,7 @@ def set_budget(state: CliState, project: str, limit: str, soft: bool) -> None:
     assert s.limit is not None
     kind = "soft: calls go through, reports flag it" if soft else \
         "hard: calls that could exceed it are refused"
-    click.echo(f"budget of {project}: ${money_str(s.limit)} per month ({kind})")
+    echo(f"budget of {project}: ${money_str(s.limit)} per month ({kind})")
 
 
 @budget.command("list")

@@ -17,6 +17,7 @@ import click
 
 from ..clock import Clock, parse_month
 from ..errors import InvalidInput
+from ..render.safe import terminal_text
 
 if TYPE_CHECKING:
     from ..core import Ledger
@@ -44,6 +45,24 @@ class CliState:
             self.book = Ledger(self.db, clock=self.clock, migrate=migrate,
                                replay_spool=replay_spool)
         return self.book
+
+    def check_output(self, path: Path) -> None:
+        """Refuse an ``--output`` that is one of the ledger's own files (its database, the
+        database's -wal/-shm/-journal, its spool): writing there would destroy the ledger."""
+        from sqlalchemy.exc import ArgumentError
+
+        from ..files import check_output
+        from ..store.engine import DEFAULT_URL
+
+        book = self.book
+        url = book.url if book is not None else (
+            self.db or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL)
+        try:
+            check_output(path, url, None if book is None else book.spool.path)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc)) from None
+        except ArgumentError:  # a malformed --db: opening the ledger says so
+            pass
 
     def close(self) -> None:
         if self.book is not None:
@@ -76,6 +95,9 @@ def _writable(_ctx: click.Context, _param: click.Parameter, value: Path | None) 
                                  f"({parent} does not exist)")
     if not os.access(parent, os.W_OK):
         raise click.BadParameter(f"cannot write {value}: Permission denied")
+    state = _ctx.find_object(CliState)
+    if state is not None:
+        state.check_output(path)
     return path
 
 
@@ -113,6 +135,12 @@ def parse_instant(value: str, field_name: str = "--from") -> datetime:
 
 
 # -- writing results ---------------------------------------------------------------------------
+def echo(message: str, *, err: bool = False) -> None:
+    """A message for people: control characters that came with the data (a project name, a
+    path) are shown as escapes, never sent to the terminal (see ``ledger.render.safe``)."""
+    click.echo(terminal_text(message), err=err)
+
+
 def stdout_text() -> IO[str]:
     return sys.stdout
 

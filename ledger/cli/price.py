@@ -8,7 +8,7 @@ from ..money import money_str
 from ..render import csv as render_csv
 from ..render import json as render_json
 from ..render import table as render_table
-from .options import CliState, format_option, parse_instant, pass_state, stdout_text
+from .options import CliState, echo, format_option, parse_instant, pass_state, stdout_text
 
 
 @click.group()
@@ -51,7 +51,7 @@ def set_price(state: CliState, model: str, per_1k: str | None, input_per_1k: str
                        cached_input_per_1k=cached_input_per_1k, effective_from=when)
     cached = ("" if p.cached_input_per_1k is None
               else f", cached input ${money_str(p.cached_input_per_1k)}")
-    click.echo(f"{model}: input ${money_str(p.input_per_1k)}, output "
+    echo(f"{model}: input ${money_str(p.input_per_1k)}, output "
                f"${money_str(p.output_per_1k)}{cached} per 1K tokens, from "
                f"{p.effective_from.isoformat()}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import CliState, pass_state
+from .options import CliState, echo, pass_state
 
 
 @click.command()
@@ -22,5 +22,5 @@ def replay(state: CliState) -> None:
     """
     book = state.open(replay_spool=False)
     count = book.replay()
-    click.echo(f"replayed {count} spooled {'entry' if count == 1 else 'entries'} "
+    echo(f"replayed {count} spooled {'entry' if count == 1 else 'entries'} "
                f"from {book.spool.path}")

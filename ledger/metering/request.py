@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import InvalidInput
 from ..names import check_name, new_call_id
 from ..records import Outcome
+from ..redact import redact_text
 from ..shapes import CallRequest, Shape, body_to_forward, parse_request
 from .meter import Meter
 
@@ -76,8 +77,8 @@ def secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
 
 def redact(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
     """The outcome with every secret blanked out of its error text."""
-    error = outcome.error
-    if not error or not secrets:
+    error = outcome.error and redact_text(outcome.error)  # credential-looking values too
+    if not error:
         return outcome
     for secret in secrets:
         error = error.replace(secret, REDACTED)

@@ -3,9 +3,11 @@
 * ``table`` — rich tables for people: aligned, with totals; names are never read as markup.
 * ``json``  — machines: money as exact decimal strings (never floats); streamed arrays.
 * ``csv``   — machines and spreadsheets: cells that a spreadsheet would run as a formula
-  (leading ``=``, ``+``, ``-``, ``@``, tab, CR, LF) are neutralised with a leading ``'``.
+  (``=``, ``+``, ``-``, ``@`` at the start or after any ``,`` ``;`` tab ``|`` CR LF; a
+  leading tab, CR, LF) are neutralised with a leading ``'``.
 * ``html``  — self-contained pages (inline CSS and SVG, no network), everything escaped.
 * ``pdf``   — a real PDF (fpdf2), with a Unicode font when one is available.
+* ``safe``  — nothing printed to a terminal carries a control character from the data.
 """
 
 from __future__ import annotations

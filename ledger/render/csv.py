@@ -1,14 +1,20 @@
 """CSV for machines and spreadsheets.
 
 Text cells (project and model names, errors) are written as data, never as formulas: a cell
-beginning with ``=``, ``+``, ``-``, ``@``, a tab, CR or LF (or their full-width forms) gets a
-leading ``'`` (OWASP's advice against CSV injection). Numbers the ledger writes itself (money
+gets a leading ``'`` (OWASP's advice against CSV injection) when a spreadsheet could read a
+formula anywhere in it, not only at its first character. A spreadsheet that splits the cell
+again on ``,`` ``;`` tab ``|`` CR or LF (a "text to columns", an import with another
+delimiter) sees every piece as a cell of its own, so a piece that starts, after spaces and
+quotes, with ``=``, ``+``, ``-``, ``@`` (or their full-width forms) is a formula; so is a
+cell that starts with a tab, CR or LF. A cell that is exactly a decimal number (``-0.50``)
+is a number, not a formula, and is left as it is; numbers the ledger writes itself (money
 as exact decimals, token counts) are never altered. No total rows: one record per line.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,12 +30,30 @@ if TYPE_CHECKING:
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
+#: Where a spreadsheet may split a cell again (issue 9 item 19).
+SEPARATORS = ",;\t|\r\n"
+
+#: A formula anywhere: at the start of the cell or of any piece after a separator, once the
+#: spaces (any Unicode space) and quotes in front of it are skipped.
+_FORMULA_ANYWHERE = re.compile(
+    "(?:^|[" + re.escape(SEPARATORS) + "])[\\s\"']*[=+\\-@\uff1d\uff0b\uff0d\uff20]")
+
+#: A plain decimal number (``-0.50``, ``+3``, ``12.``): a value, never a formula.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+
 Cell = str | int | bool | Decimal | datetime | date | None
+
+
+def is_formula(value: str) -> bool:
+    """Could a spreadsheet read ``value``, or a piece of it after a separator, as a formula?"""
+    if _DECIMAL.fullmatch(value):
+        return False
+    return value.startswith(FORMULA_STARTS) or _FORMULA_ANYWHERE.search(value) is not None
 
 
 def safe_text(value: str) -> str:
     """``value`` made safe to open in a spreadsheet (a leading ``'`` if it could be a formula)."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return "'" + value if is_formula(value) else value
 
 
 def cell(value: Cell) -> str:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from ..money import price_from_units
 from . import dollars
+from .safe import SafeConsole
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
@@ -31,7 +32,7 @@ STATUS_STYLE = {"ok": "green", "warning": "yellow", "over": "bold red"}
 def console(out: IO[str], *, terminal: bool | None = None) -> Console:
     """A console on ``out``: colours on a terminal, plain and wide enough when redirected."""
     tty = out.isatty() if terminal is None else terminal
-    return Console(file=out, highlight=False, emoji=False, markup=False,
+    return SafeConsole(file=out, highlight=False, emoji=False, markup=False,
                    width=None if tty else 200, force_terminal=None if tty else False,
                    no_color=not tty)
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from .. import redact
 from ..budget import BudgetState
 from ..clock import month_of
 from ..errors import BudgetExceeded, InvalidInput, UnknownModel
@@ -347,7 +348,7 @@ class Store:
             "output_price": 0 if price is None else price.output_units,
             "cached_price": None if price is None else price.cached_units, "cost": cost,
             "http_status": outcome.http_status,
-            "error": None if outcome.error is None else outcome.error[:500],
+            "error": None if outcome.error is None else redact.redact_text(outcome.error)[:500],
             "recorded_at": to_micros(now),
         }
 

@@ -4,6 +4,7 @@ spool; names full of SQL, HTML and formula characters stored literally and rende
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -214,18 +215,20 @@ def csv_problems(document: str, name: str) -> list[str]:
     rows = list(csv.reader(io.StringIO(document, newline="")))
     cells = [c for row in rows[1:] for c in row]
     problems = []
-    want = "'" + name if name.startswith(FORMULA_START) else name
+    want = "'" + name if _could_run(name) else name
     if want not in cells:
         problems.append(f"CSV for {name!r} does not hold {want!r}")
     for c in cells:
-        if c.startswith(FORMULA_START) and not _is_number(c):
+        if not c.startswith("'") and _could_run(c):
             problems.append(f"CSV for {name!r} has a formula cell {c!r}")
     return problems
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        Decimal(cell)
-    except ArithmeticError:
+def _could_run(cell: str) -> bool:
+    """Would a spreadsheet run ``cell``, or a piece of it once split again on ``,`` ``;`` tab
+    ``|`` CR LF (issue 9 item 19)? A plain decimal number is a value."""
+    if re.fullmatch(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", cell):
         return False
-    return True
+    return cell.startswith(FORMULA_START) or any(
+        piece.lstrip().lstrip("\"'").lstrip().startswith(FORMULA_START)
+        for piece in re.split(r"[,;\t|\r\n]", cell)[1:])
