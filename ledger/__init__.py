@@ -16,8 +16,12 @@ from .errors import (
     InvalidInput,
     LedgerError,
     LedgerUnavailable,
+    NoBudget,
+    ProjectNotAllowed,
     UnknownModel,
+    UnmeteredEndpoint,
 )
+from .metering.refusal import RefusalInfo, RefusedBudget, refusal
 from .pricing import Price
 from .records import Hold
 
@@ -49,8 +53,14 @@ __all__ = [
     "LedgerUnavailable",
     "ManualClock",
     "MeteredTransport",
+    "NoBudget",
     "Price",
+    "ProjectNotAllowed",
+    "RefusalInfo",
+    "RefusedBudget",
     "SystemClock",
     "UnknownModel",
+    "UnmeteredEndpoint",
     "__version__",
+    "refusal",
 ]

@@ -2,6 +2,11 @@
 
 * ``"openai"``: ``POST .../chat/completions`` (OpenAI Chat Completions).
 * ``"anthropic"``: ``POST .../messages`` (Anthropic Messages).
+* ``"responses"``: ``POST .../responses`` (OpenAI Responses).
+* ``"completions"``: ``POST .../completions`` (OpenAI legacy Completions).
+* ``"embeddings"``: ``POST .../embeddings`` (OpenAI Embeddings: input tokens only).
+
+Which path is which (and which are free or refused) is :mod:`ledger.endpoints`.
 
 This package turns a request body into a :class:`CallRequest` (model, stream flag, completion
 cap), reads the :class:`Usage` and completion text out of a response body, and interprets one
@@ -30,15 +35,14 @@ __all__ = [
     "Usage",
     "parse_request",
     "read_stream_event",
-    "shape_for",
     "text_from_body",
     "usage_from_body",
     "usage_from_fields",
     "with_stream_usage",
 ]
 
-Shape = Literal["openai", "anthropic"]
-SHAPES: tuple[Shape, ...] = ("openai", "anthropic")
+Shape = Literal["openai", "anthropic", "responses", "completions", "embeddings"]
+SHAPES: tuple[Shape, ...] = ("openai", "anthropic", "responses", "completions", "embeddings")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,22 @@ def make_usage(prompt: int, completion: int, cached: int) -> Usage | None:
     return Usage(prompt, completion, cached)
 
 
+def cap_field(body: Mapping[str, Any], key: str) -> int | None:
+    """The completion cap under ``key``: ``None`` when absent or null (no cap).
+
+    Raises :class:`~ledger.errors.InvalidInput` naming the field when it is anything but a
+    positive integer (a string, a float, a bool, 0, a negative): a cap the ledger cannot read
+    would leave the hold and the forwarded body disagreeing (issue 9 item 2).
+    """
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(
+            f'"{key}" must be a positive integer (or null for no cap), not {value!r}'[:200])
+    return value
+
+
 def nonnegative_int(value: object) -> int | None:
     """``value`` as a non-negative int (an integral float is accepted), else ``None``."""
     if isinstance(value, bool):
@@ -180,27 +200,6 @@ def dump_json(value: Any) -> bytes:
 # -- the public entry points (they dispatch to the shape modules) ------------------------------
 
 
-def shape_for(method: str, path: str) -> Shape | None:
-    """The shape of a call from its HTTP method and path, or ``None`` if it is not a metered call.
-
-    ``POST`` to a path ending in ``/chat/completions`` is OpenAI-shaped, to one ending in
-    ``/messages`` Anthropic-shaped. A query string, a fragment and trailing slashes are ignored.
-    OpenAI's Assistants ``/threads/{id}/messages`` (which creates a message, not a completion)
-    is not a metered call.
-    """
-    if method.upper() != "POST":
-        return None
-    path = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
-    if path.endswith("/chat/completions"):
-        return "openai"
-    if path.endswith("/messages"):
-        segments = path.split("/")
-        if len(segments) >= 4 and segments[-3] == "threads":
-            return None
-        return "anthropic"
-    return None
-
-
 def body_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
     """A request body given as a mapping (serialised as JSON), a str or bytes, as bytes."""
     if isinstance(body, (bytes, bytearray)):
@@ -216,7 +215,8 @@ def parse_request(shape: Shape, body: bytes) -> CallRequest:
     """Parse a request body of the given shape.
 
     Raises :class:`~ledger.errors.InvalidInput` when ``shape`` is unknown or ``body`` is not a
-    JSON object. Fields of the wrong type never raise: they read as absent.
+    JSON object, and names the field when a completion cap is not a positive integer (or
+    null). Other fields of the wrong type never raise: they read as absent.
     """
     module = _module(shape)
     try:
@@ -290,7 +290,7 @@ def with_stream_usage(req: CallRequest) -> tuple[bytes, bool] | None:
     it (``StreamMeter(..., drop_usage_chunk=True)``). Anything else: ``None`` (send the body as
     it is).
     """
-    if req.shape != "openai" or not req.stream:
+    if req.shape not in ("openai", "completions") or not req.stream:
         return None
     return openai.with_stream_usage(req.body)
 
@@ -299,13 +299,15 @@ def body_to_forward(req: CallRequest, default_cap: int | None) -> tuple[bytes | 
     """The body to send instead of the caller's (``None``: unchanged) and whether stream usage
     was injected (then the usage-only chunk must be dropped before the caller sees it).
 
-    Only OpenAI-shape bodies change: a stream is asked for its usage, and a call with no
-    completion cap gets ``max_tokens = default_cap`` when one is given. (The Anthropic API
-    requires ``max_tokens`` and streams its usage unasked.)
+    Only OpenAI-family bodies change: a Chat Completions or Completions stream is asked for its
+    usage, and a call with no (or a null) completion cap gets the default cap when one is given
+    (``max_tokens``; Responses: ``max_output_tokens``). (The Anthropic API requires
+    ``max_tokens`` and streams its usage unasked; embeddings have no completion.)
     """
-    if req.shape != "openai":
+    if req.shape == "anthropic":
         return None, False
-    return openai.body_to_forward(req.body, stream=req.stream, default_cap=default_cap)
+    return _module(req.shape).body_to_forward(req.body, stream=req.stream,
+                                              default_cap=default_cap)
 
 
 class _ShapeModule(Protocol):
@@ -321,14 +323,21 @@ class _ShapeModule(Protocol):
 
     def read_stream_event(self, event: str, data: str) -> StreamEvent: ...
 
+    def body_to_forward(self, body: Mapping[str, Any], *, stream: bool,
+                        default_cap: int | None) -> tuple[bytes | None, bool]: ...
+
 
 def _module(shape: str) -> _ShapeModule:
-    if shape == "openai":
-        return openai
-    if shape == "anthropic":
-        return anthropic
-    raise InvalidInput(f"unknown API shape {shape!r}: expected 'openai' or 'anthropic'")
+    module = _MODULES.get(shape)
+    if module is None:
+        raise InvalidInput(f"unknown API shape {shape!r}: expected one of {', '.join(SHAPES)}")
+    return module
 
 
 # Last: the shape modules import the types defined above.
-from . import anthropic, openai  # noqa: E402
+from . import anthropic, completions, embeddings, openai, responses  # noqa: E402
+
+_MODULES: dict[str, _ShapeModule] = {
+    "openai": openai, "anthropic": anthropic, "responses": responses,
+    "completions": completions, "embeddings": embeddings,
+}

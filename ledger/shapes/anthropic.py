@@ -22,8 +22,8 @@ from . import (
     Usage,
     error_message,
     load_object,
+    cap_field,
     make_usage,
-    nonnegative_int,
     token_field,
 )
 
@@ -36,7 +36,7 @@ FIELDS = (INPUT, OUTPUT, CACHE_READ, CACHE_CREATION)
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_tokens``."""
-    return nonnegative_int(body.get("max_tokens"))
+    return cap_field(body, "max_tokens")
 
 
 def usage_fields(usage: object) -> dict[str, int] | None:
@@ -116,3 +116,9 @@ def read_stream_event(event: str, data: str) -> StreamEvent:
     if kind == "message_stop":
         return StreamEvent(done=True)
     return NOTHING
+
+
+def body_to_forward(body: Mapping[str, Any], *, stream: bool,
+                    default_cap: int | None) -> tuple[bytes | None, bool]:
+    """Sent as it is: the API requires ``max_tokens`` and streams its usage unasked."""
+    return None, False

@@ -24,7 +24,7 @@ from . import (
     error_message,
     load_object,
     make_usage,
-    nonnegative_int,
+    cap_field,
     token_field,
 )
 
@@ -35,11 +35,9 @@ CACHED = "cached_tokens"
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_completion_tokens`` if given, else ``max_tokens``."""
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if value is not None:
-            return nonnegative_int(value)
-    return None
+    newer = cap_field(body, "max_completion_tokens")
+    older = cap_field(body, "max_tokens")
+    return newer if newer is not None else older
 
 
 def usage_fields(usage: object) -> dict[str, int] | None:
@@ -139,7 +137,11 @@ def body_to_forward(body: Mapping[str, Any], *, stream: bool,
             new_options["include_usage"] = True
             new_body["stream_options"] = new_options
             injected = True
-    if default_cap is not None and "max_tokens" not in body and "max_completion_tokens" not in body:
+    if (default_cap is not None and body.get("max_tokens") is None
+            and body.get("max_completion_tokens") is None):
+        # A null cap is no cap (the SDK sends null for None): send the default one, so the
+        # server's worst case is the one held (issue 9 item 2).
+        new_body.pop("max_completion_tokens", None)
         new_body["max_tokens"] = default_cap
     if new_body == body:
         return None, False

@@ -115,6 +115,13 @@ class Store:
             conn.execute(stmt)
 
     @_translate
+    def has_budget(self, project: str) -> bool:
+        """Whether ``project`` has a budget (hard or soft)."""
+        with self.read() as conn:
+            return conn.execute(
+                select(budgets.c.project).where(budgets.c.project == project)).first() is not None
+
+    @_translate
     def state(self, project: str, month: str) -> BudgetState:
         with self.read() as conn:
             return self._state(conn, project, month)
