@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .money import from_units
+from .money import from_units, money_context
 
 WARNING_RATIO = Decimal("0.8")
 
@@ -58,8 +58,9 @@ class BudgetState:
         used = self.settled_units + self.held_units
         if used > self.limit_units:
             return "over"
-        if self.limit_units and Decimal(used) >= WARNING_RATIO * self.limit_units:
-            return "warning"
+        with money_context():
+            if self.limit_units and Decimal(used) >= WARNING_RATIO * self.limit_units:
+                return "warning"
         return "ok"
 
 

@@ -4,7 +4,6 @@ modules (``pricing``, ``budget``, ``estimate``)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from .invoice import Invoice
     from .metering.by_hand import MeteredCall
     from .reports import BudgetReport, UsageRow
+    from .spool import ReplayResult
 
 log = logging.getLogger("ledger")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
@@ -47,6 +47,13 @@ DEFAULT_HOLD_TTL = timedelta(minutes=15)
 # Re-exported here for the code that imported them from ``ledger.core`` before they had
 # modules of their own (``ledger.names``, ``ledger.records``).
 __all__ = ["DEFAULT_HOLD_TTL", "MAX_NAME", "Estimate", "Ledger", "check_name", "new_call_id"]
+
+
+def check_cached(cached_tokens: int, prompt_tokens: int) -> None:
+    """Cached tokens are some of the prompt tokens: never more than all of them."""
+    if cached_tokens > prompt_tokens:
+        raise InvalidInput(f"cached_tokens ({cached_tokens}) must not be more than "
+                           f"prompt_tokens ({prompt_tokens})")
 
 
 class Ledger:
@@ -74,6 +81,7 @@ class Ledger:
         send_default_cap: bool = True,
         migrate: bool = True,
         replay_spool: bool = True,
+        create: bool = False,
         require_budget: bool = False,
     ) -> None:
         self.url = normalise_url(url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL)
@@ -82,6 +90,8 @@ class Ledger:
             raise InvalidInput("hold_ttl must be a positive timedelta")
         self.hold_ttl = hold_ttl
         self.default_max_tokens = check_tokens(default_max_tokens, "default_max_tokens")
+        if self.default_max_tokens < 1:
+            raise InvalidInput(f"default_max_tokens must be at least 1, got {default_max_tokens}")
         self.fail_open = fail_open
         #: A metered OpenAI-shape call that sets no completion cap is sent with
         #: ``max_tokens = default_max_tokens``, so what it can cost is what was held: hard
@@ -92,7 +102,9 @@ class Ledger:
         self.require_budget = bool(require_budget)
         self._encodings = dict(encodings or {})
         self._estimator: Estimator | None = None
-        self.engine = make_engine(self.url)
+        #: ``create=True`` makes a SQLite file's missing directory; without it a missing one
+        #: raises InvalidInput naming the path (a typo is not a new, empty ledger).
+        self.engine = make_engine(self.url, create=create)
         self.store = Store(self.engine)
         if migrate:
             try:
@@ -103,6 +115,7 @@ class Ledger:
                 raise unavailable(exc, opening=repr(self)) from exc
         from .spool import Spool
 
+        #: Absolute, fixed now, and checked now (InvalidInput naming it if it is unwritable).
         self.spool = Spool(spool_path or Spool.default_path(self.url))
         #: What metered calls take from this ledger (``ledger.metering``): they never see it.
         self.meter = Meter(
@@ -110,10 +123,16 @@ class Ledger:
             spool=self.spool, hold_ttl=self.hold_ttl, fail_open=self.fail_open,
             default_max_tokens=self.default_max_tokens, send_default_cap=self.send_default_cap,
             after_settle=self.replay_if_spooled, require_budget=self.require_budget)
+        self.spool.check_writable()
         self._replaying = threading.Lock()
         if replay_spool and self.spool.exists():
-            with contextlib.suppress(LedgerUnavailable):  # next open, or `ledger replay`
+            try:
                 self.replay()
+            except LedgerUnavailable:  # next open, or `ledger replay`
+                pass
+            except OSError:  # a full disk: the spool stays as it was, for the next replay
+                log.warning("spool %s could not be replayed; it is kept", self.spool.path,
+                            exc_info=True)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -180,12 +199,15 @@ class Ledger:
     def set_budget(self, project: str, limit: Decimal | int | str, hard: bool = True) -> None:
         """Set a project's monthly budget (UTC calendar month). ``hard=False``: only flagged."""
         check_name(project, "project")
+        if not isinstance(hard, bool):
+            raise TypeError(f"hard must be a bool (True or False), not {type(hard).__name__} "
+                            f"{hard!r}")
         amount = to_decimal(limit, "limit")
         if amount <= 0:
             raise InvalidInput(f"limit must be positive, got {amount}")
         if amount > MAX_AMOUNT:
             raise InvalidInput(f"limit must be at most {MAX_AMOUNT}, got {amount}")
-        self.store.set_budget(project, to_units(amount, "limit"), bool(hard), self.now())
+        self.store.set_budget(project, to_units(amount, "limit"), hard, self.now())
 
     def budget(self, project: str, month: str | None = None) -> BudgetState:
         """A project's month: limit, settled (spent), held, remaining, status."""
@@ -241,6 +263,7 @@ class Ledger:
                             ("completion_tokens", completion_tokens),
                             ("cached_tokens", cached_tokens)):
             check_tokens(value, name)
+        check_cached(cached_tokens, prompt_tokens)
         outcome = Outcome(status, prompt_tokens, completion_tokens, cached_tokens, estimated,
                           http_status, error)
         return from_units(self.store.settle(call_id, outcome, self.now()))
@@ -266,6 +289,7 @@ class Ledger:
                             ("completion_tokens", completion_tokens),
                             ("cached_tokens", cached_tokens)):
             check_tokens(value, name)
+        check_cached(cached_tokens, prompt_tokens)
         if request_id is not None:
             check_name(request_id, "request_id")
         when = self.now() if at is None else require_aware(at, "at")
@@ -333,8 +357,14 @@ class Ledger:
 
     # -- the spool ----------------------------------------------------------------------------
     def replay(self) -> int:
-        """Apply the spooled usage (written while the database was failing), exactly once."""
-        return self.spool.replay(self.store, self.now())
+        """Apply the spooled usage (written while the database was failing), exactly once;
+        returns how many entries were applied."""
+        return self.spool.replay(self.store, self.now()).applied
+
+    def replay_details(self, *, rejected: bool = False) -> ReplayResult:
+        """Replay the spool (``rejected``: retry the lines set aside in ``<spool>.rejected``)
+        and say what happened: applied, newly rejected, and how many wait in the file."""
+        return self.spool.replay(self.store, self.now(), rejected=rejected)
 
     def replay_if_spooled(self) -> None:
         """After a settle succeeded: if usage waits in the spool, replay it now (one thread at

@@ -33,6 +33,7 @@ from .clock import parse_month
 from .money import (
     CURRENCY,
     from_units,
+    money_context,
     money_str,
     price_from_units,
     round_half_even_to_cent,
@@ -150,7 +151,8 @@ class Invoice:
     @property
     def exact_total(self) -> Decimal:
         """The unrounded sum of the lines' exact amounts (for audits; ``total`` is billed)."""
-        return sum((line.exact_amount for line in self.lines), Decimal(0))
+        with money_context():
+            return sum((line.exact_amount for line in self.lines), Decimal(0))
 
     @property
     def prompt_tokens(self) -> int:
@@ -226,7 +228,8 @@ def build_invoice(number: int | None, project: str, month: str, issued_at: datet
     """Lines from aggregated rows (usage first, by model and first use; then adjustments by
     month), and the total as the sum of the rounded lines."""
     lines = sorted((line_from_row(r, month) for r in rows), key=_line_order)
-    total = sum((line.amount for line in lines), Decimal("0.00"))
+    with money_context():
+        total = sum((line.amount for line in lines), Decimal("0.00"))
     return Invoice(number, project, month, CURRENCY, issued_at, tuple(lines),
                    round_half_even_to_cent(total), draft=number is None)
 

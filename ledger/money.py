@@ -8,13 +8,37 @@
   fast on every backend, and 64-bit totals hold up to $922,337,203 per row.
 * Amounts are never rounded while stored or summed. ``round_half_even_to_cent`` is the single
   place that rounds, used only when an invoice line is rendered.
+* Every computation on money runs in the ledger's own decimal context (``money_context()``:
+  60 significant digits, half-even), never the caller's: a caller's ``getcontext().prec = 6``
+  or ``rounding = ROUND_DOWN`` changes nothing. Conversions to stored integers run in
+  ``EXACT`` (any rounding at all traps), so an input with more digits than can be stored
+  exactly is refused with ``InvalidInput``, never rounded. A stored integer is at most
+  ``MAX_UNITS`` (2⁶³ − 1, a signed 64-bit column).
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DecimalException,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    localcontext,
+)
+from typing import ParamSpec, TypeVar
 
 from .errors import InvalidInput
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 AMOUNT_PLACES = 10
 PRICE_PLACES = 7
@@ -25,6 +49,30 @@ MAX_TOKENS = 100_000_000                          # per call; larger counts are 
 MAX_PRICE_PER_1K = Decimal(1000)
 MAX_AMOUNT = Decimal(100_000_000)                 # a budget limit, at most
 CURRENCY = "USD"
+MAX_UNITS = 2**63 - 1                             # a signed 64-bit SQL integer
+#: The ledger's decimal context for money: enough digits for any 64-bit amount many times
+#: over, half-even, and no silent NaN or infinity.
+MONEY = Context(prec=60, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999,
+                traps=[InvalidOperation, DivisionByZero, Overflow])
+#: The same, but any rounding at all traps: conversions that must be exact.
+EXACT = Context(prec=60, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999,
+                traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
+
+
+def money_context() -> AbstractContextManager[Context]:
+    """``with money_context():`` — the ledger's own decimal context, whatever the caller's."""
+    return localcontext(MONEY)
+
+
+def in_money_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` in :func:`money_context` (not for generators: wrap what they compute)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with localcontext(MONEY):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def to_decimal(value: object, field: str = "amount") -> Decimal:
@@ -50,18 +98,32 @@ def to_decimal(value: object, field: str = "amount") -> Decimal:
     return result
 
 
+def _scaled(amount: Decimal, places: int, field: str) -> int:
+    """``amount × 10^places`` as an exact int; refused if not exact or not storable."""
+    try:
+        with localcontext(EXACT):
+            scaled = amount.scaleb(places)
+            integral = scaled == scaled.to_integral_value()
+    except DecimalException:
+        raise InvalidInput(f"{field} has more digits than the ledger can store exactly: "
+                           f"{amount}") from None
+    if not integral:
+        raise InvalidInput(f"{field} has more than {places} decimal places: {amount}")
+    units = int(scaled)
+    if abs(units) > MAX_UNITS:
+        raise InvalidInput(f"{field} is too large to be stored exactly: {amount}")
+    return units
+
+
 def to_units(value: object, field: str = "amount") -> int:
     """An amount as an exact integer count of UNIT; more than 10 decimal places is refused."""
-    amount = to_decimal(value, field)
-    scaled = amount.scaleb(AMOUNT_PLACES)
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"{field} has more than {AMOUNT_PLACES} decimal places: {amount}")
-    return int(scaled)
+    return _scaled(to_decimal(value, field), AMOUNT_PLACES, field)
 
 
 def from_units(units: int) -> Decimal:
     """The exact Decimal for an integer count of UNIT, with at least cent precision."""
-    return _tidy(Decimal(int(units)).scaleb(-AMOUNT_PLACES))
+    with localcontext(MONEY):
+        return _tidy(Decimal(int(units)).scaleb(-AMOUNT_PLACES))
 
 
 def price_to_units(value: object, field: str = "price per 1K tokens") -> int:
@@ -71,15 +133,13 @@ def price_to_units(value: object, field: str = "price per 1K tokens") -> int:
         raise InvalidInput(f"{field} must not be negative, got {price}")
     if price > MAX_PRICE_PER_1K:
         raise InvalidInput(f"{field} must be at most {MAX_PRICE_PER_1K}, got {price}")
-    scaled = price.scaleb(PRICE_PLACES)
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"{field} has more than {PRICE_PLACES} decimal places: {price}")
-    return int(scaled)
+    return _scaled(price, PRICE_PLACES, field)
 
 
 def price_from_units(units: int) -> Decimal:
     """The exact Decimal price per 1K tokens for an integer count of PRICE_UNIT."""
-    return _tidy(Decimal(int(units)).scaleb(-PRICE_PLACES), places=3)
+    with localcontext(MONEY):
+        return _tidy(Decimal(int(units)).scaleb(-PRICE_PLACES), places=3)
 
 
 def check_tokens(value: object, field: str) -> int:
@@ -95,11 +155,13 @@ def check_tokens(value: object, field: str) -> int:
 
 def round_half_even_to_cent(amount: Decimal) -> Decimal:
     """The only rounding in the ledger: half-even (banker's) to the cent, for invoice lines."""
-    return to_decimal(amount).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    with localcontext(MONEY):
+        return to_decimal(amount).quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
 def _tidy(value: Decimal, places: int = 2) -> Decimal:
-    """Drop trailing zeros beyond ``places`` decimals without changing the value."""
+    """Drop trailing zeros beyond ``places`` decimals without changing the value (call it in
+    :func:`money_context`: ``normalize`` and ``quantize`` use the context)."""
     exact = value.normalize()
     if exact.as_tuple().exponent > -places:  # type: ignore[operator]
         return value.quantize(Decimal(1).scaleb(-places))

@@ -60,12 +60,16 @@ class Outcome:
     estimated: bool = False
     http_status: int | None = None
     error: str | None = None
+    #: Reasoning tokens the server reported (part of completion_tokens), or None.
+    reasoning_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise InvalidInput(f"status must be one of {STATUSES}, got {self.status!r}")
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
             value = getattr(self, name)
+            if value is None and name == "reasoning_tokens":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__}")
             if value < 0:

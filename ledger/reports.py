@@ -33,7 +33,14 @@ from typing import Any, ClassVar
 from .budget import BudgetState
 from .clock import month_bounds, month_of, parse_month
 from .errors import InvalidInput, LedgerUnavailable
-from .money import from_units, money_str, price_from_units, round_half_even_to_cent
+from .money import (
+    from_units,
+    in_money_context,
+    money_context,
+    money_str,
+    price_from_units,
+    round_half_even_to_cent,
+)
 from .store import reports as report_queries
 from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
@@ -122,15 +129,18 @@ class BudgetReport:
 
     @property
     def spent(self) -> Decimal:
-        return sum((r.spent for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.spent for r in self.rows), Decimal("0.00"))
 
     @property
     def reserved(self) -> Decimal:
-        return sum((r.reserved for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.reserved for r in self.rows), Decimal("0.00"))
 
     @property
     def forecast(self) -> Decimal:
-        return sum((r.forecast for r in self.rows), Decimal("0.00"))
+        with money_context():
+            return sum((r.forecast for r in self.rows), Decimal("0.00"))
 
     def to_dict(self, *, daily: bool = True) -> dict[str, Any]:
         return {
@@ -145,6 +155,7 @@ class BudgetReport:
         }
 
 
+@in_money_context
 def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
     """The budget report for ``month`` (``YYYY-MM``) as of ``now``.
 
@@ -194,7 +205,8 @@ def budgets(store: Store, now: datetime, month: str | None = None) -> list[Budge
 
 def _days(delta: timedelta) -> Decimal:
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return Decimal(micros) / Decimal(report_queries.DAY_MICROS)
+    with money_context():
+        return Decimal(micros) / Decimal(report_queries.DAY_MICROS)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -224,6 +236,8 @@ class UsageRow:
     http_status: int | None
     error: str | None
     call_id: str | None
+    #: Reasoning tokens the server reported (part of completion_tokens), or None.
+    reasoning_tokens: int | None = None
 
     #: The field names, in order (the CSV header): set from the dataclass below.
     FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -289,6 +303,7 @@ def _usage_rows(store: Store, flt: UsageFilter, batch: int) -> Generator[UsageRo
             cost=from_units(int(r["cost"])), http_status=_int_or_none(r["http_status"]),
             error=None if r["error"] is None else str(r["error"]),
             call_id=None if r["call_id"] is None else str(r["call_id"]),
+            reasoning_tokens=_int_or_none(r["reasoning_tokens"]),
         )
 
 
@@ -321,6 +336,7 @@ class Calibration:
     overestimated_share: Decimal
 
     @classmethod
+    @in_money_context
     def from_row(cls, row: CalibrationRow) -> Calibration:
         ratio = (None if not row.estimated_prompt_tokens else
                  (Decimal(row.actual_prompt_tokens) / row.estimated_prompt_tokens)

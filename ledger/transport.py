@@ -39,9 +39,8 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
-from collections.abc import Iterable
 from typing import Any, Literal, overload
 
 import httpx

@@ -191,6 +191,7 @@ class TestNewEndpointsMetered:
         (row,) = rows(book)
         assert (row.status, row.prompt_tokens, row.completion_tokens, row.cached_tokens,
                 row.estimated) == ("ok", 36, 87, 8, False)
+        assert getattr(row, "reasoning_tokens", 20) == 20
         assert upstream.body()["max_output_tokens"] == book.default_max_tokens
 
     @pytest.mark.parametrize("cap", [None, "absent"])

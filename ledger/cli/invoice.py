@@ -11,7 +11,7 @@ import click
 from ..clock import month_bounds
 from ..invoice import Invoice, is_issued, projects_to_invoice
 from ..invoice import invoice as make_invoice
-from ..money import money_str
+from ..money import money_context, money_str
 from ..render import csv as render_csv
 from ..render import json as render_json
 from ..render import table as render_table
@@ -85,7 +85,8 @@ def _write(invs: list[Invoice], month: str, fmt: str, output: Path | None,
             if single:
                 render_json.write(invs[0].to_dict(), out)
             else:
-                total = sum((i.total for i in invs), Decimal("0.00"))
+                with money_context():
+                    total = sum((i.total for i in invs), Decimal("0.00"))
                 render_json.write({"month": month, "invoices": [i.to_dict() for i in invs],
                                    "total": money_str(total)}, out)
         elif fmt == "csv":

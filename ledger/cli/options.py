@@ -37,13 +37,17 @@ class CliState:
     clock: Clock | None = None
     book: Ledger | None = field(default=None, repr=False)
 
-    def open(self, *, migrate: bool = True, replay_spool: bool = True) -> Ledger:
-        """The ledger, opened on first use (so ``--help`` never touches a database)."""
+    def open(self, *, migrate: bool = True, replay_spool: bool = True,
+             create: bool = False) -> Ledger:
+        """The ledger, opened on first use (so ``--help`` never touches a database).
+
+        A SQLite file's directory must exist unless ``create`` (``ledger db upgrade --create``).
+        """
         if self.book is None:
             from ..core import Ledger
 
             self.book = Ledger(self.db, clock=self.clock, migrate=migrate,
-                               replay_spool=replay_spool)
+                               replay_spool=replay_spool, create=create)
         return self.book
 
     def check_output(self, path: Path) -> None:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from ..errors import (
     BudgetExceeded,
@@ -37,8 +36,15 @@ from ..errors import (
 from ..money import money_str
 from ..shapes import Shape
 
-__all__ = ["CODES", "REFUSED", "RefusedBudget", "Refusal", "RefusalInfo", "refusal",
-           "refusal_for"]
+__all__ = [
+    "CODES",
+    "REFUSED",
+    "Refusal",
+    "RefusalInfo",
+    "RefusedBudget",
+    "refusal",
+    "refusal_for",
+]
 
 #: The codes of the ledger's refusals.
 CODES = ("budget_exceeded", "unknown_model", "no_budget", "ledger_unavailable",

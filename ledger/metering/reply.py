@@ -65,9 +65,16 @@ def by_estimate(prepared: PreparedCall, completion_tokens: int, *, status: str =
                    completion_tokens, 0, True, http_status, error)
 
 
-def from_usage(usage: Usage, http_status: int | None = None) -> Outcome:
-    return Outcome("ok", usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                   False, http_status)
+def from_usage(usage: Usage, http_status: int | None = None,
+               text_tokens: Callable[[], int] | None = None) -> Outcome:
+    """The outcome of a reported usage; its notes are kept as the call's note. A usage that
+    is itself an estimate (``usage.estimated``) is charged at least ``text_tokens()``."""
+    completion = usage.completion_tokens
+    if usage.estimated and text_tokens is not None:
+        completion = max(completion, text_tokens())
+    note = "; ".join(usage.notes)[:MAX_ERROR_CHARS] or None
+    return Outcome("ok", usage.prompt_tokens, completion, usage.cached_tokens,
+                   usage.estimated, http_status, note, usage.reasoning_tokens)
 
 
 def error_from_body(body: bytes, status: int) -> str:
@@ -205,7 +212,7 @@ class ResponseMeter:
                 return failed(f"error event: {meter.error}", status)
             if meter.done:
                 if meter.usage is not None:
-                    return from_usage(meter.usage, status)
+                    return from_usage(meter.usage, status, lambda: self._tokens(meter.text))
                 return by_estimate(self.prepared, self._tokens(meter.text), http_status=status)
             if ending == "eof":
                 return failed("the stream ended before its end event", status)

@@ -18,5 +18,6 @@ from ..money import money_str
 
 
 def dollars(value: Decimal) -> str:
-    """``$1.50``, ``-$3.67``: the exact amount with its sign before the dollar sign."""
-    return ("-$" if value < 0 else "$") + money_str(abs(value))
+    """``$1.50``, ``-$3.67``: the exact amount with its sign before the dollar sign
+    (``copy_abs``, not ``abs()``: the latter rounds to the caller's decimal context)."""
+    return ("-$" if value < 0 else "$") + money_str(value.copy_abs())

@@ -12,7 +12,7 @@ from decimal import Decimal
 from html import escape
 
 from ..invoice import Invoice
-from ..money import money_str
+from ..money import in_money_context, money_str
 from ..reports import BudgetReport, BudgetRow
 from . import dollars
 
@@ -144,6 +144,7 @@ def _n(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.1'))}"
 
 
+@in_money_context
 def chart(row: BudgetRow, days: int) -> str:
     """Inline SVG: daily spend (bars), cumulative spend (line), the budget (dashed line) and
     the forecast to the month end (dotted)."""

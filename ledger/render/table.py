@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..pricing import Price
     from ..records import Estimate
     from ..reports import BudgetReport, Calibration, UsageRow
+    from ..store.info import LedgerInfo
 
 STATUS_STYLE = {"ok": "green", "warning": "yellow", "over": "bold red"}
 
@@ -50,6 +51,23 @@ def num(value: int | Decimal | None) -> Text:
     if value is None:
         return Text("-", justify="right")
     return Text(f"{value:,}" if isinstance(value, int) else str(value), justify="right")
+
+
+def ledger_info(info: LedgerInfo) -> RenderableType:
+    """``ledger db info``: one row per fact."""
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    where = info.url if info.path is None else f"{info.url}  ({info.path})"
+    table.add_row(t("database"), t(where if info.exists else f"{where}  does not exist yet"))
+    revision = ("none (not migrated)" if info.revision is None else info.revision)
+    state = "at head" if info.at_head else f"head is {info.head}: run `ledger db upgrade`"
+    table.add_row(t("schema revision"), t(f"{revision}  ({state})"))
+    table.add_row(t("spool"), t(f"{info.spool_path}  ({info.spooled:,} entries waiting)"))
+    for label, value in (("events", info.events), ("holds pending", info.holds_pending),
+                         ("budgets", info.budgets), ("invoices", info.invoices)):
+        table.add_row(t(label), t(f"{value:,}"))
+    return table
 
 
 def invoice(inv: Invoice) -> RenderableType:

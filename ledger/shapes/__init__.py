@@ -14,8 +14,12 @@ server-sent event of a response stream as a :class:`StreamEvent` (the SSE framin
 in :mod:`ledger.sse`). The shape-specific details are in :mod:`ledger.shapes.openai` and
 :mod:`ledger.shapes.anthropic`; everything here is pure, stateless and thread-safe.
 
-Readers of response data never raise: a server's body is not trusted, so anything missing,
-malformed or implausible reads as "no usage" (``None``) or "no text" (``""``).
+Readers of response data never raise: a server's body is not trusted, so a missing or
+malformed required count reads as "no usage" (``None``) and anything unexpected as "no text"
+(``""``). A bad *optional* detail (cached or reasoning tokens, ``total_tokens``) only drops
+that detail, noted in :attr:`Usage.notes`. The "text" read from a reply is everything the
+model generated that is billed as completion (visible text, reasoning, tool-call arguments):
+it is what the ledger counts when it must estimate the completion tokens.
 """
 
 from __future__ import annotations
@@ -59,11 +63,22 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    #: Reasoning (thinking) tokens, when the server reports them; they are part of
+    #: ``completion_tokens`` (priced as completion), recorded on their own for audits.
+    reasoning_tokens: int | None = None
+    #: What the ledger had to correct or could not read in the reported usage (a bad
+    #: optional detail dropped, a disagreeing ``total_tokens``...); empty when it was clean.
+    notes: tuple[str, ...] = ()
+    #: Some count is not the server's final word (e.g. an Anthropic stream whose
+    #: ``message_delta`` never gave the output tokens): charge it as an estimate.
+    estimated: bool = False
 
     def __post_init__(self) -> None:
         check_tokens(self.prompt_tokens, "prompt_tokens")
         check_tokens(self.completion_tokens, "completion_tokens")
         check_tokens(self.cached_tokens, "cached_tokens")
+        if self.reasoning_tokens is not None:
+            check_tokens(self.reasoning_tokens, "reasoning_tokens")
         if self.cached_tokens > self.prompt_tokens:
             raise InvalidInput(
                 f"cached_tokens ({self.cached_tokens}) exceeds prompt_tokens ({self.prompt_tokens})"
@@ -127,13 +142,86 @@ def token_field(usage: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-def make_usage(prompt: int, completion: int, cached: int) -> Usage | None:
-    """A :class:`Usage`, or ``None`` when the counts are implausible together. No prompt
+def optional_count(candidates: list[tuple[object, str]]) -> tuple[int | None, bool]:
+    """An optional count that may sit in several places (``(container, key)`` pairs): the
+    smallest valid value found (``None`` if none), and whether some place held a value that
+    is not a plausible count (``-1``, ``"20"``, ``20.0``, ``true``...)."""
+    found: list[int] = []
+    bad = False
+    for container, key in candidates:
+        if not isinstance(container, Mapping):
+            continue
+        try:
+            value = token_field(container, key)
+        except BadCount:
+            bad = True
+            continue
+        if value is not None:
+            found.append(value)
+    return (min(found) if found else None), bad
+
+
+#: Prefix of the marker fields that say an optional detail was present but unreadable.
+INVALID = "invalid."
+
+
+def invalid_marks(fields: Mapping[str, int], prefix: str = "") -> list[str]:
+    """The names of the details marked unreadable (``invalid.<name>`` = 1) under ``prefix``."""
+    head = prefix + INVALID
+    return [key[len(head):] for key, value in fields.items()
+            if key.startswith(head) and value]
+
+
+def make_usage(prompt: int, completion: int, cached: int, *, reasoning: int | None = None,
+               total: int | None = None, invalid: list[str] | tuple[str, ...] = (),
+               estimated: bool = False, notes: tuple[str, ...] = ()) -> Usage | None:
+    """A :class:`Usage`, or ``None`` when the required counts are implausible. No prompt
     tokens at all is implausible (every call sends a prompt): such a reply is charged by
-    estimate rather than recorded as a success at $0."""
-    if prompt == 0 or prompt > MAX_TOKENS or cached > prompt:
+    estimate rather than recorded as a success at $0.
+
+    Optional details never cost the valid counts (issue 9 items 9 and 11): a detail that was
+    unreadable (``invalid``) or impossible (``cached > prompt``) is dropped with a note, and a
+    ``total`` larger than ``prompt + completion`` is billed (the difference goes to the
+    completion tokens: xAI leaves reasoning out of ``completion_tokens``), with a note.
+    """
+    if prompt == 0 or prompt > MAX_TOKENS or completion > MAX_TOKENS:
         return None
-    return Usage(prompt, completion, cached)
+    out = list(notes)
+    out.extend(f"usage {name} unreadable: dropped" for name in invalid)
+    if cached > prompt:
+        out.append(f"usage cached_tokens {cached} > prompt_tokens {prompt}: dropped")
+        cached = 0
+    if total is not None:
+        reported = prompt + completion
+        if total > reported:
+            completion = min(completion + total - reported, MAX_TOKENS)
+            out.append(f"usage total_tokens {total} > prompt+completion {reported}: "
+                       f"billed the total ({total - reported} more completion tokens)")
+        elif total < reported:
+            out.append(f"usage total_tokens {total} < prompt+completion {reported}: "
+                       "billed prompt+completion")
+    if reasoning is not None and reasoning > completion:
+        out.append(f"usage reasoning_tokens {reasoning} > completion_tokens {completion}")
+    if estimated:
+        out.append("usage incomplete: charged by estimate")
+    return Usage(prompt, completion, cached, reasoning, tuple(dict.fromkeys(out)), estimated)
+
+
+def combine_usages(usages: list[Usage]) -> Usage | None:
+    """One call's usage from the usage of each of its choices (Kimi streams with ``n > 1``
+    report one per choice): the prompt is billed once (the largest reported, as every choice
+    shares it), the completions are summed."""
+    if not usages:
+        return None
+    if len(usages) == 1:
+        return usages[0]
+    prompt = max(u.prompt_tokens for u in usages)
+    completion = min(sum(u.completion_tokens for u in usages), MAX_TOKENS)
+    cached = min(u.cached_tokens for u in usages)
+    reasonings = [u.reasoning_tokens for u in usages if u.reasoning_tokens is not None]
+    reasoning = min(sum(reasonings), MAX_TOKENS) if reasonings else None
+    notes = tuple(dict.fromkeys(n for u in usages for n in u.notes))
+    return Usage(prompt, completion, cached, reasoning, notes, any(u.estimated for u in usages))
 
 
 def cap_field(body: Mapping[str, Any], key: str) -> int | None:

@@ -4,25 +4,29 @@ Request: ``model``, ``stream``, ``max_tokens`` (required by the API).
 Response: ``usage.input_tokens`` (uncached input only), ``usage.cache_read_input_tokens``,
 ``usage.cache_creation_input_tokens``, ``usage.output_tokens``; text in ``content[]`` blocks of
 type ``text``. The ledger's ``prompt_tokens`` is the sum of the three input counts.
-Stream: ``message_start`` (its ``message.usage`` has the input counts), ``content_block_delta``
-(``text_delta``), ``message_delta`` (cumulative ``usage.output_tokens``; newer APIs may repeat
+Stream: ``message_start`` (its ``message.usage`` has the input counts and a placeholder
+``output_tokens``), ``content_block_delta`` (``text_delta``, ``thinking_delta``,
+``input_json_delta``; ``signature_delta`` is not output), ``message_delta`` (cumulative ``usage.output_tokens``; newer APIs may repeat
 the input counts there too), ``message_stop``; ``ping``; ``error``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from . import (
     GARBLED,
+    INVALID,
     NOTHING,
     BadCount,
     StreamEvent,
     Usage,
-    error_message,
-    load_object,
     cap_field,
+    error_message,
+    invalid_marks,
+    load_object,
     make_usage,
     token_field,
 )
@@ -32,6 +36,9 @@ OUTPUT = "output_tokens"
 CACHE_READ = "cache_read_input_tokens"
 CACHE_CREATION = "cache_creation_input_tokens"
 FIELDS = (INPUT, OUTPUT, CACHE_READ, CACHE_CREATION)
+#: The text field of each billed ``content_block_delta`` (``signature_delta`` is not output).
+_DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking",
+               "input_json_delta": "partial_json"}
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
@@ -39,30 +46,44 @@ def max_tokens(body: Mapping[str, Any]) -> int | None:
     return cap_field(body, "max_tokens")
 
 
+#: Stream field: 1 while the output count is only ``message_start``'s placeholder.
+PLACEHOLDER = "placeholder.output_tokens"
+
+
 def usage_fields(usage: object) -> dict[str, int] | None:
-    """The counts present in a ``usage`` object (nulls are absent); ``None`` if any is invalid."""
+    """The counts present in a ``usage`` object (nulls are absent); ``None`` if it is not an
+    object. A count that is present but not a plausible count is left out and marked
+    ``invalid.<name>`` = 1 (a readable one marks it 0), so that the valid counts still stand."""
     if not isinstance(usage, Mapping):
         return None
     fields: dict[str, int] = {}
-    try:
-        for key in FIELDS:
+    for key in FIELDS:
+        try:
             value = token_field(usage, key)
-            if value is not None:
-                fields[key] = value
-    except BadCount:
-        return None
+        except BadCount:
+            fields[INVALID + key] = 1
+            continue
+        if value is not None:
+            fields[key] = value
+            fields[INVALID + key] = 0
     return fields
 
 
 def usage_from_fields(fields: Mapping[str, int]) -> Usage | None:
-    """A :class:`Usage` once both ``input_tokens`` and ``output_tokens`` are known."""
+    """A :class:`Usage` once both ``input_tokens`` and ``output_tokens`` are known. An output
+    count that is still ``message_start``'s placeholder (no readable ``message_delta`` usage)
+    gives a usage flagged ``estimated``."""
     uncached = fields.get(INPUT)
     output = fields.get(OUTPUT)
     if uncached is None or output is None:
         return None
     read = fields.get(CACHE_READ, 0)
     prompt = uncached + read + fields.get(CACHE_CREATION, 0)
-    return make_usage(prompt, output, read)
+    placeholder = bool(fields.get(PLACEHOLDER))
+    notes = ("no final output_tokens in message_delta: message_start's placeholder "
+             "is not the output",) if placeholder else ()
+    return make_usage(prompt, output, read, invalid=invalid_marks(fields),
+                      estimated=placeholder, notes=notes)
 
 
 def usage_from_object(obj: Mapping[str, Any]) -> Usage | None:
@@ -72,19 +93,33 @@ def usage_from_object(obj: Mapping[str, Any]) -> Usage | None:
 
 
 def text_from_object(obj: Mapping[str, Any]) -> str:
-    """The text of a parsed response body's ``text`` content blocks."""
+    """The generated text of a parsed response body: ``text`` and ``thinking`` blocks, and
+    the name and JSON input of ``tool_use`` blocks."""
     content = obj.get("content")
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         return ""
-    return "".join(
-        block["text"]
-        for block in content
-        if isinstance(block, Mapping)
-        and block.get("type") == "text"
-        and isinstance(block.get("text"), str)
-    )
+    return "".join(_block_text(block) for block in content if isinstance(block, Mapping))
+
+
+def _block_text(block: Mapping[str, Any]) -> str:
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+    elif kind == "thinking":
+        text = block.get("thinking")
+    elif kind in ("tool_use", "server_tool_use"):
+        name = block.get("name")
+        tool_input = block.get("input")
+        try:
+            arguments = json.dumps(tool_input, ensure_ascii=False) if tool_input else ""
+        except (TypeError, ValueError, RecursionError):
+            arguments = ""
+        return (name if isinstance(name, str) else "") + arguments
+    else:
+        return ""
+    return text if isinstance(text, str) else ""
 
 
 def read_stream_event(event: str, data: str) -> StreamEvent:
@@ -103,16 +138,28 @@ def read_stream_event(event: str, data: str) -> StreamEvent:
     if kind == "message_start":
         message = obj.get("message")
         usage = message.get("usage") if isinstance(message, Mapping) else None
-        return StreamEvent(usage_fields=usage_fields(usage))
+        fields = usage_fields(usage)
+        if fields is not None and OUTPUT in fields:
+            fields[PLACEHOLDER] = 1
+        return StreamEvent(usage_fields=fields)
     if kind == "message_delta":
-        return StreamEvent(usage_fields=usage_fields(obj.get("usage")))
+        fields = usage_fields(obj.get("usage"))
+        if fields is not None and OUTPUT in fields:
+            fields[PLACEHOLDER] = 0
+        return StreamEvent(usage_fields=fields)
     if kind == "content_block_delta":
         delta = obj.get("delta")
-        if isinstance(delta, Mapping) and delta.get("type") == "text_delta":
-            text = delta.get("text")
+        if isinstance(delta, Mapping):
+            kind = delta.get("type")
+            key = _DELTA_TEXT.get(kind) if isinstance(kind, str) else None
+            text = delta.get(key) if key else None
             if isinstance(text, str):
                 return StreamEvent(text=text)
         return NOTHING
+    if kind == "content_block_start":
+        block = obj.get("content_block")
+        text = _block_text(block) if isinstance(block, Mapping) else ""
+        return StreamEvent(text=text) if text else NOTHING
     if kind == "message_stop":
         return StreamEvent(done=True)
     return NOTHING

@@ -3,10 +3,14 @@
 Request: ``model``, ``stream``, ``stream_options.include_usage``, and the completion cap
 ``max_completion_tokens`` (newer) or ``max_tokens`` (older).
 Response: ``usage.prompt_tokens`` (all input), ``usage.completion_tokens``,
-``usage.prompt_tokens_details.cached_tokens``; the text in ``choices[].message.content``.
-Stream: ``data: {chunk}`` events, text in ``choices[].delta.content``, an optional usage-only
-chunk (``choices == []``) before the final ``data: [DONE]``; an error is a chunk with a
-top-level ``"error"``.
+``usage.prompt_tokens_details.cached_tokens`` (Kimi: a top-level ``usage.cached_tokens``),
+``usage.completion_tokens_details.reasoning_tokens`` (part of the completion tokens),
+``usage.total_tokens``; the text in ``choices[].message.content`` (and ``reasoning_content``,
+``tool_calls``). Stream: ``data: {chunk}`` events, text in ``choices[].delta.content`` (and
+``reasoning_content``, ``tool_calls[].function.arguments``), an optional usage-only chunk
+(``choices == []``) before the final ``data: [DONE]``; Kimi puts the final ``usage`` inside
+``choices[i]`` of the last chunk instead (one per choice when ``n > 1``); an error is a chunk
+with a top-level ``"error"``.
 """
 
 from __future__ import annotations
@@ -16,21 +20,31 @@ from typing import Any
 
 from . import (
     GARBLED,
+    INVALID,
     NOTHING,
     BadCount,
     StreamEvent,
     Usage,
+    cap_field,
+    combine_usages,
     dump_json,
     error_message,
+    invalid_marks,
     load_object,
     make_usage,
-    cap_field,
+    optional_count,
     token_field,
 )
 
 PROMPT = "prompt_tokens"
 COMPLETION = "completion_tokens"
 CACHED = "cached_tokens"
+REASONING = "reasoning_tokens"
+TOTAL = "total_tokens"
+DETAILS = (CACHED, REASONING, TOTAL)
+#: Per-choice usage (Kimi streams) is kept in the stream's fields as ``choices.<i>.<field>``.
+CHOICE = "choices."
+MAX_CHOICE_INDEX = 128  # OpenAI's largest ``n``
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
@@ -40,39 +54,97 @@ def max_tokens(body: Mapping[str, Any]) -> int | None:
     return newer if newer is not None else older
 
 
-def usage_fields(usage: object) -> dict[str, int] | None:
-    """The valid counts of a ``usage`` object, or ``None`` if it is incomplete or implausible."""
+def usage_fields(usage: object, prefix: str = "") -> dict[str, int] | None:
+    """The counts of a ``usage`` object (keys under ``prefix``), or ``None`` if a required
+    count (``prompt_tokens``, ``completion_tokens``) is missing or not a plausible count.
+
+    Optional details: cached tokens from ``prompt_tokens_details.cached_tokens`` (OpenAI) or
+    a top-level ``cached_tokens`` (Kimi), the smaller if both; reasoning tokens from
+    ``completion_tokens_details`` (Chat Completions) or ``output_tokens_details`` (Responses
+    API); ``total_tokens``. One that is unreadable is left out and marked
+    ``invalid.<name>`` = 1, so that the valid counts still stand.
+    """
     if not isinstance(usage, Mapping):
         return None
     try:
         prompt = token_field(usage, PROMPT)
         completion = token_field(usage, COMPLETION)
-        details = usage.get("prompt_tokens_details")
-        cached = token_field(details, CACHED) if isinstance(details, Mapping) else None
     except BadCount:
         return None
     if prompt is None or completion is None:
         return None
-    return {PROMPT: prompt, COMPLETION: completion, CACHED: cached or 0}
+    cached, bad_cached = optional_count(
+        [(usage.get("prompt_tokens_details"), CACHED), (usage, CACHED)])
+    reasoning, bad_reasoning = optional_count(
+        [(usage.get("completion_tokens_details"), REASONING),
+         (usage.get("output_tokens_details"), REASONING)])
+    total, bad_total = optional_count([(usage, TOTAL)])
+    fields = {prefix + PROMPT: prompt, prefix + COMPLETION: completion,
+              prefix + CACHED: cached or 0}
+    for name, value in ((REASONING, reasoning), (TOTAL, total)):
+        if value is not None:
+            fields[prefix + name] = value
+    for name, bad in ((CACHED, bad_cached), (REASONING, bad_reasoning), (TOTAL, bad_total)):
+        fields[prefix + INVALID + name] = int(bad)
+    return fields
+
+
+def _usage_at(fields: Mapping[str, int], prefix: str) -> Usage | None:
+    prompt = fields.get(prefix + PROMPT)
+    completion = fields.get(prefix + COMPLETION)
+    if prompt is None or completion is None:
+        return None
+    return make_usage(prompt, completion, fields.get(prefix + CACHED, 0),
+                      reasoning=fields.get(prefix + REASONING),
+                      total=fields.get(prefix + TOTAL),
+                      invalid=invalid_marks(fields, prefix))
 
 
 def usage_from_fields(fields: Mapping[str, int]) -> Usage | None:
-    """A :class:`Usage` from fields read by :func:`usage_fields`."""
-    prompt = fields.get(PROMPT)
-    completion = fields.get(COMPLETION)
-    if prompt is None or completion is None:
-        return None
-    return make_usage(prompt, completion, fields.get(CACHED, 0))
+    """A :class:`Usage` from fields read by :func:`usage_fields`: the top-level usage when
+    there is one, else the per-choice usages (Kimi's streams put the final ``usage`` inside
+    ``choices[i]``, one per choice when ``n > 1``), the prompt billed once and the
+    completions summed."""
+    top = _usage_at(fields, "")
+    if top is not None:
+        return top
+    indexes = sorted({int(key.split(".", 2)[1]) for key in fields
+                      if key.startswith(CHOICE) and key.endswith("." + PROMPT)})
+    usages = [u for u in (_usage_at(fields, f"{CHOICE}{i}.") for i in indexes) if u is not None]
+    return combine_usages(usages)
+
+
+def choice_usage_fields(choices: object) -> dict[str, int]:
+    """The usage each choice carries (``choices[i].usage``), keyed ``choices.<index>.<field>``."""
+    fields: dict[str, int] = {}
+    if not isinstance(choices, list):
+        return fields
+    for position, choice in enumerate(choices):
+        if not isinstance(choice, Mapping) or choice.get("usage") is None:
+            continue
+        index = choice.get("index", position)
+        if isinstance(index, bool) or not isinstance(index, int):
+            index = position
+        if not 0 <= index < MAX_CHOICE_INDEX:
+            continue
+        found = usage_fields(choice["usage"], f"{CHOICE}{index}.")
+        if found:
+            fields.update(found)
+    return fields
 
 
 def usage_from_object(obj: Mapping[str, Any]) -> Usage | None:
-    """The usage of a parsed response body."""
-    fields = usage_fields(obj.get("usage"))
-    return None if fields is None else usage_from_fields(fields)
+    """The usage of a parsed response body (top-level, else inside its choices)."""
+    fields = usage_fields(obj.get("usage")) or {}
+    if not fields:
+        fields = choice_usage_fields(obj.get("choices"))
+    return usage_from_fields(fields) if fields else None
 
 
 def text_from_object(obj: Mapping[str, Any]) -> str:
-    """The completion text of a parsed response body (every choice, in order)."""
+    """The generated text of a parsed response body (every choice, in order): content,
+    reasoning (``reasoning_content``, Kimi/DeepSeek; else ``reasoning``), refusal, and the
+    name and arguments of each tool call."""
     parts: list[str] = []
     choices = obj.get("choices")
     if isinstance(choices, list):
@@ -80,7 +152,32 @@ def text_from_object(obj: Mapping[str, Any]) -> str:
             message = choice.get("message") if isinstance(choice, Mapping) else None
             if isinstance(message, Mapping):
                 parts.append(_content_text(message.get("content")))
+                parts.extend(_generated_extras(message))
     return "".join(parts)
+
+
+def _generated_extras(message: Mapping[str, Any]) -> list[str]:
+    """Billed output besides ``content`` in a message or a stream delta."""
+    parts: list[str] = []
+    reasoning = message.get("reasoning_content")
+    if not isinstance(reasoning, str):
+        reasoning = message.get("reasoning")  # OpenRouter, vLLM
+    if isinstance(reasoning, str):
+        parts.append(reasoning)
+    refusal = message.get("refusal")
+    if isinstance(refusal, str):
+        parts.append(refusal)
+    calls = message.get("tool_calls")
+    functions = [call.get("function") for call in calls if isinstance(call, Mapping)] \
+        if isinstance(calls, list) else []
+    functions.append(message.get("function_call"))
+    for function in functions:
+        if isinstance(function, Mapping):
+            for key in ("name", "arguments"):
+                value = function.get(key)
+                if isinstance(value, str):
+                    parts.append(value)
+    return parts
 
 
 def read_stream_event(event: str, data: str) -> StreamEvent:
@@ -107,10 +204,15 @@ def read_stream_event(event: str, data: str) -> StreamEvent:
                 content = delta.get("content")
                 if isinstance(content, str):
                     texts.append(content)
+                texts.extend(_generated_extras(delta))
     raw_usage = obj.get("usage")
+    fields = usage_fields(raw_usage)
+    in_choices = choice_usage_fields(choices)
+    if in_choices:
+        fields = {**(fields or {}), **in_choices}
     return StreamEvent(
         text="".join(texts),
-        usage_fields=usage_fields(raw_usage),
+        usage_fields=fields,
         error=error,
         usage_only=isinstance(choices, list) and not choices and raw_usage is not None,
     )

@@ -26,12 +26,14 @@ from . import (
     error_message,
     load_object,
     make_usage,
+    optional_count,
     token_field,
 )
 
 INPUT = "input_tokens"
 OUTPUT = "output_tokens"
 CACHED = "cached_tokens"
+REASONING = "reasoning_tokens"
 CAP = "max_output_tokens"
 
 
@@ -47,13 +49,17 @@ def usage_fields(usage: object) -> dict[str, int] | None:
     try:
         prompt = token_field(usage, INPUT)
         completion = token_field(usage, OUTPUT)
-        details = usage.get("input_tokens_details")
-        cached = token_field(details, CACHED) if isinstance(details, Mapping) else None
     except BadCount:
         return None
     if prompt is None or completion is None:
         return None
-    return {INPUT: prompt, OUTPUT: completion, CACHED: cached or 0}
+    # One unreadable detail never costs the valid counts (issue 9 item 9): it is dropped.
+    cached, _ = optional_count([(usage.get("input_tokens_details"), CACHED)])
+    reasoning, _ = optional_count([(usage.get("output_tokens_details"), REASONING)])
+    fields = {INPUT: prompt, OUTPUT: completion, CACHED: cached or 0}
+    if reasoning is not None:
+        fields[REASONING] = reasoning
+    return fields
 
 
 def usage_from_fields(fields: Mapping[str, int]) -> Usage | None:
@@ -61,7 +67,8 @@ def usage_from_fields(fields: Mapping[str, int]) -> Usage | None:
     completion = fields.get(OUTPUT)
     if prompt is None or completion is None:
         return None
-    return make_usage(prompt, completion, fields.get(CACHED, 0))
+    return make_usage(prompt, completion, fields.get(CACHED, 0),
+                      reasoning=fields.get(REASONING))
 
 
 def usage_from_object(obj: Mapping[str, Any]) -> Usage | None:

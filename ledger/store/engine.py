@@ -14,6 +14,9 @@ holds are single conditional UPDATEs that re-check their condition under the row
 
 Migrations run once however many processes open a fresh database together: under the SQLite
 write lock, or under a PostgreSQL advisory transaction lock.
+
+Which failures mean "the database is unavailable" or "an amount does not fit a 64-bit column"
+is decided in one place, :mod:`ledger.store.unavailable`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
+from ..errors import InvalidInput
+
 DEFAULT_URL = "sqlite:///ledger.db"
 _MIGRATE_LOCK_KEY = 7_265_811_020_264  # pg_advisory_xact_lock key for schema migration
-
-
 def normalise_url(url: str) -> str:
     """Accept ``postgres://`` and ``postgresql://`` and route them through psycopg 3."""
     parsed = make_url(url)
@@ -39,18 +42,40 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine configured for the ledger's transactions on this dialect."""
+def make_engine(url: str, *, create: bool = False) -> Engine:
+    """An engine configured for the ledger's transactions on this dialect.
+
+    A SQLite file's directory must exist (a typo in ``--db`` is an error, not a new empty
+    ledger somewhere else) unless ``create`` is true, which makes it.
+    """
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed.render_as_string(hide_password=False))
+        return _sqlite_engine(parsed.render_as_string(hide_password=False), create=create)
     return create_engine(
         parsed, pool_size=10, max_overflow=20, pool_pre_ping=False,
         isolation_level="READ COMMITTED",
     )
 
 
-def _sqlite_engine(url: str) -> Engine:
+def sqlite_directory(database: str, *, create: bool) -> Path:
+    """The directory of a SQLite ledger file: made if ``create``, else it must exist."""
+    path = Path(database).expanduser()
+    parent = path.parent
+    if create:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"cannot create the directory of the SQLite ledger {path}: "
+                               f"{exc.strerror or exc} ({parent})") from None
+    elif not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise InvalidInput(
+            f"the directory of the SQLite ledger {path} {why}: {parent} (a typo? to start a "
+            f"new ledger there: `ledger db upgrade --create`, or Ledger(url, create=True))")
+    return parent
+
+
+def _sqlite_engine(url: str, *, create: bool = False) -> Engine:
     parsed = make_url(url)
     database = parsed.database or ""
     memory = database in ("", ":memory:") or "mode=memory" in url
@@ -58,7 +83,7 @@ def _sqlite_engine(url: str) -> Engine:
     if memory:
         kwargs["poolclass"] = StaticPool
     else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        sqlite_directory(database, create=create)
         kwargs["pool_size"] = 8
         kwargs["max_overflow"] = 32
     engine = create_engine(url, **kwargs)

@@ -29,7 +29,7 @@ from ..budget import BudgetState
 from ..clock import month_of
 from ..errors import BudgetExceeded, InvalidInput, UnknownModel
 from ..faults import fault_point
-from ..money import from_units
+from ..money import MAX_UNITS, from_units
 from ..pricing import Price, worst_case_units
 from ..records import CHARGED, STATUSES, Hold, Outcome
 from .prepared import HOLD_COLUMNS, NO_LIMIT, HotStatements, hold_values, raw_transaction
@@ -181,7 +181,12 @@ class Store:
         with self.read() as conn:
             state = self._state(conn, project, month_of(now))
             price = self._price_row(conn, model, now)
-        assert state.limit is not None and price is not None
+        if price is None:
+            raise UnknownModel(model)
+        if state.limit is None or not state.hard:  # only the 64-bit ceiling refuses these
+            _check_added(0, project, state.month,
+                         worst_case_units(price, prompt_tokens, max_completion_tokens))
+        assert state.limit is not None
         raise BudgetExceeded(
             project, state.month, limit=state.limit, spent=state.spent, held=state.held,
             requested=from_units(worst_case_units(price, prompt_tokens, max_completion_tokens)),
@@ -306,7 +311,7 @@ class Store:
                                     outcome.cached_tokens) if charged else 0
             event = self._event(call_id, project, month, started, model, outcome, est, price,
                                 cost, now)
-            inserted, _ = cur.batch(
+            inserted, added = cur.batch(
                 (hot.insert_event, event),
                 (hot.add_totals, {"project": project, "month": month, "settled": cost,
                                   "held": -released}))
@@ -314,6 +319,7 @@ class Store:
                 first = hot.event_cost.run(cur, call_id=call_id).fetchone()[0]
                 cur.discard()  # rolls back this attempt's totals update
                 return int(first)
+            _check_added(added.rowcount, project, month, cost)
             fault_point("settle:before-commit")
         fault_point("settle:after-commit")
         return cost
@@ -337,7 +343,8 @@ class Store:
                                         price, cost, now))
             if cur.fetchone() is None:
                 return int(hot.event_cost.run(cur, call_id=request_id).fetchone()[0])
-            hot.add_totals.run(cur, project=project, month=month, settled=cost, held=0)
+            _check_added(hot.add_totals.run(cur, project=project, month=month, settled=cost,
+                                            held=0).rowcount, project, month, cost)
             return cost
 
     @staticmethod
@@ -356,7 +363,7 @@ class Store:
             "cached_price": None if price is None else price.cached_units, "cost": cost,
             "http_status": outcome.http_status,
             "error": None if outcome.error is None else redact.redact_text(outcome.error)[:500],
-            "recorded_at": to_micros(now),
+            "recorded_at": to_micros(now), "reasoning_tokens": outcome.reasoning_tokens,
         }
 
     @_translate
@@ -439,6 +446,15 @@ class Store:
         if negative:
             problems.append(f"{negative} events with negative amounts")
         return problems
+
+
+def _check_added(rowcount: int, project: str, month: str, units: int) -> None:
+    """The guarded totals upsert wrote nothing: the running total would pass 64 bits."""
+    if rowcount != 1:
+        raise InvalidInput(
+            f"the running total of project {project!r} in {month} cannot take another "
+            f"${from_units(units)}: it would pass the ledger's limit of "
+            f"${from_units(MAX_UNITS)} (a 64-bit integer of 10^-10 USD)")
 
 
 def _price_of(model: str, row: Any) -> Price | None:

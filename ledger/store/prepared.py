@@ -16,6 +16,7 @@ from sqlalchemy import Engine, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
+from ..money import MAX_UNITS
 from .schema import budgets, events, holds, prices, totals
 
 NO_LIMIT = 9_000_000_000_000_000_000
@@ -115,10 +116,16 @@ class HotStatements:
             select(events.c.cost).where(events.c.call_id == p("call_id")), engine)
         upsert = insert(totals).values(project=p("project"), month=p("month"),
                                        settled=p("settled"), held=p("held"))
+        # Guarded so that the running total never passes a signed 64-bit integer (SQLite
+        # would silently turn the sum into a float, PostgreSQL raise "bigint out of range"):
+        # past it, nothing is written and the row count is 0 (``Store`` refuses the usage).
+        # ``settled`` is never negative, so the subtraction cannot overflow.
         self.add_totals = Prepared(upsert.on_conflict_do_update(
             index_elements=[totals.c.project, totals.c.month],
             set_={"settled": totals.c.settled + upsert.excluded.settled,
-                  "held": totals.c.held + upsert.excluded.held}), engine)
+                  "held": totals.c.held + upsert.excluded.held},
+            where=totals.c.settled <= bindparam("max_units", MAX_UNITS) - upsert.excluded.settled,
+        ), engine)
 
 
 class Tx:

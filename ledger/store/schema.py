@@ -145,6 +145,8 @@ events = Table(
     Column("error", Text, nullable=True),
     Column("invoice_id", BigInteger, nullable=True),
     Column("recorded_at", BigInteger, nullable=False),
+    # Reasoning tokens the server reported (inside completion_tokens); NULL when not reported.
+    Column("reasoning_tokens", BigInteger, nullable=True),
     Index(None, "project", "month", "model"),
     Index(None, "month", "project", "id"),  # reports by month; late events past a watermark
 )
