@@ -456,3 +456,59 @@ class TestRefusalObject:
                                                         "message": "server says no"}})
         assert ledger.refusal(lookalike) is None
         assert ledger.refusal(httpx.Response(200, json={})) is None
+
+
+def _compress(encoding: str, data: bytes) -> bytes:
+    import gzip
+    import zlib
+
+    import brotli
+    import zstandard
+
+    if encoding == "gzip":
+        return gzip.compress(data, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(data)
+    if encoding == "br":
+        return bytes(brotli.compress(data))
+    return bytes(zstandard.ZstdCompressor().compress(data))
+
+
+class TestCompressedReplies:
+    @pytest.mark.parametrize("encoding", ["br", "zstd", "gzip", "deflate"])
+    def test_compressed_stream_billed_from_its_usage(self, book: Ledger, encoding: str) -> None:
+        """Issue 9 item 10: a 200 stream sent br/zstd/gzip/deflate is billed from its usage."""
+        from ledger.testing.simulator import Behavior, RunAPISimulator
+
+        chunks = [{"id": "c", "object": "chat.completion.chunk", "model": MODEL,
+                   "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+                  {"id": "c", "object": "chat.completion.chunk", "model": MODEL, "choices": [],
+                   "usage": {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18}}]
+        raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+        raw += b"data: [DONE]\n\n"
+        with RunAPISimulator() as sim:
+            sim.enqueue(Behavior(raw=_compress(encoding, raw), content_type="text/event-stream",
+                                 headers=(("content-encoding", encoding),), retry_after=None))
+            sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test", max_retries=0,
+                                http_client=book.httpx_client("acme"))
+            stream = sdk.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
+                                                 stream=True, max_tokens=50)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hi"
+        (row,) = rows(book)
+        assert (row.status, row.prompt_tokens, row.completion_tokens, row.estimated) == (
+            "ok", 13, 5, False)
+
+    def test_unknown_encoding_is_charged_by_estimate(self, book: Ledger) -> None:
+        """Issue 9 item 10: a 200 stream in an encoding the ledger cannot read is never $0."""
+        upstream = Upstream(lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream", "content-encoding": "x-weird"},
+            content=b"\x00\x01garbage"))
+        with client(book, upstream) as http, http.stream(
+                "POST", "/v1/chat/completions",
+                json={"model": MODEL, "messages": MESSAGES, "stream": True,
+                      "max_tokens": 40}) as response:
+            for _ in response.iter_raw():
+                pass
+        (row,) = rows(book)
+        assert row.status == "ok" and row.estimated and row.cost > 0
+        assert row.completion_tokens == 40
