@@ -36,6 +36,7 @@ task still settles what it used).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import weakref
@@ -342,16 +343,45 @@ def _metered_response(response: AnyResponse, call: Call, *, is_async: bool) -> A
     else:
         stream = _SyncMeteredStream(response.stream, steps)
     # A response dropped unread and unclosed never runs the stream's code: settle it when it
-    # is garbage-collected (or at interpreter exit) instead of leaving its hold to expire.
-    weakref.finalize(stream, _abandoned, steps)
+    # is garbage-collected instead of leaving its hold to expire; one still open at
+    # interpreter exit is settled by _settle_open_at_exit (issue 9 item 15).
+    finalizer = weakref.finalize(stream, _abandoned, steps, id(steps))
+    finalizer.atexit = False  # ours runs instead, in this thread: no new thread at exit
+    _live[id(steps)] = finalizer  # one dict operation: atomic, no lock (see _abandoned)
     response.stream = stream
     return response
 
 
-def _abandoned(steps: BodySteps) -> None:
+#: The finalizers of metered responses not yet garbage-collected (settled or not).
+#: Plain dict operations only (atomic under the GIL): a lock here could deadlock when the
+#: garbage collector runs a finalizer while this thread holds it.
+_live: dict[int, weakref.finalize[Any, Any]] = {}
+
+
+@atexit.register
+def _settle_open_at_exit() -> None:
+    """At interpreter exit, settle every metered response still open (as when it is garbage
+    collected: charged by estimate of what was streamed), synchronously, so no hold is left
+    pending for its TTL. Never raises."""
+    finalizers = list(_live.values())
+    _live.clear()
+    for finalizer in finalizers:
+        try:
+            detached = finalizer.detach()
+            if detached is None:
+                continue
+            steps = detached[2][0]
+            if steps.call.claim():
+                _settle_abandoned(steps)
+        except Exception:
+            log.exception("settling an open response at exit failed")
+
+
+def _abandoned(steps: BodySteps, key: int) -> None:
     """Called by the garbage collector: never raise there, and never touch the database from
     inside it (a lock held by the interrupted code could deadlock) — settle on a thread."""
     try:
+        _live.pop(key, None)
         if steps.call.claim():
             threading.Thread(target=_settle_abandoned, args=(steps,),
                              name="ledger-abandoned-stream").start()

@@ -512,3 +512,47 @@ class TestCompressedReplies:
         (row,) = rows(book)
         assert row.status == "ok" and row.estimated and row.cost > 0
         assert row.completion_tokens == 40
+
+
+class TestOpenAtExit:
+    def test_stream_open_at_exit_is_settled(self, tmp_path: Any) -> None:
+        """Issue 9 item 15: a stream still open at interpreter exit is settled, not pending."""
+        import subprocess
+        import sys
+        import textwrap
+
+        url = f"sqlite:///{tmp_path}/exit.db"
+        script = textwrap.dedent(f"""
+            import json, time, httpx, ledger
+
+            def events():
+                yield b'data: ' + json.dumps({{"choices": [{{"index": 0,
+                    "delta": {{"content": "Hello there"}}}}]}}).encode() + b'\\n\\n'
+                while True:
+                    yield b': keep-alive\\n\\n'
+
+            def handler(request):
+                return httpx.Response(200, headers={{"content-type": "text/event-stream"}},
+                                      content=events())
+
+            book = ledger.Ledger({url!r})
+            settle = book.store.settle
+            def slow_settle(*args, **kwargs):  # a settle that takes a while, as on a busy DB
+                time.sleep(0.5)
+                return settle(*args, **kwargs)
+            book.store.settle = slow_settle
+            http = httpx.Client(transport=ledger.MeteredTransport(
+                book, "acme", wrapped=httpx.MockTransport(handler)))
+            request = http.build_request("POST", "https://runapi.test/v1/chat/completions",
+                json={{"model": "kimi-k2.5", "stream": True, "max_tokens": 30,
+                       "messages": [{{"role": "user", "content": "hi"}}]}})
+            RESPONSE = http.send(request, stream=True)
+            next(RESPONSE.iter_raw())   # read part of it, then exit with it open
+        """)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        with Ledger(url) as book:
+            (row,) = list(book.usage())
+            assert row.status == "cancelled" and row.completion_tokens > 0
+            assert book.budget("acme").held == 0
