@@ -19,6 +19,7 @@ import ledger
 from ledger import Ledger
 from ledger.endpoints import classify, normalise_free_paths
 from ledger.errors import InvalidInput
+from ledger.money import from_units
 
 MODEL = "kimi-k2.5"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -556,3 +557,38 @@ class TestOpenAtExit:
             (row,) = list(book.usage())
             assert row.status == "cancelled" and row.completion_tokens > 0
             assert book.budget("acme").held == 0
+
+
+class TestReusedIds:
+    @pytest.mark.parametrize("end", ["post", "void", "expire"])
+    def test_dead_hold_id_cannot_be_held_again(self, any_book: Ledger, clock: Any,
+                                               end: str) -> None:
+        """Issue 9 item 4: hold() with a posted/voided/expired hold's id raises, never skips
+        the budget by returning the dead hold."""
+        from datetime import timedelta
+
+        book = any_book
+        book.set_budget("acme", Decimal("1"))
+        book.hold("acme", MODEL, 10, 10, call_id="reused-1")
+        if end == "post":
+            book.settle("reused-1", 10, 10)
+        elif end == "void":
+            book.void("reused-1")
+        else:
+            clock.advance(book.hold_ttl + timedelta(seconds=1))
+            book.expire_holds()
+        with pytest.raises(InvalidInput, match="reused-1"):
+            book.hold("acme", MODEL, 10, 1_000_000, call_id="reused-1")
+        assert book.budget("acme").held == 0
+
+    def test_pending_same_hold_is_idempotent_other_call_is_not(self, book: Ledger) -> None:
+        """Issue 9 item 4: the same pending hold again is a no-op; different numbers raise."""
+        first = book.hold("acme", MODEL, 10, 10, call_id="same-1")
+        again = book.hold("acme", MODEL, 10, 10, call_id="same-1")
+        assert (again.call_id, again.amount_units, again.state) == (
+            first.call_id, first.amount_units, "pending")
+        assert book.budget("acme").held == from_units(first.amount_units)
+        with pytest.raises(InvalidInput):
+            book.hold("beta", MODEL, 10, 10, call_id="same-1")
+        with pytest.raises(InvalidInput):
+            book.hold("acme", MODEL, 10, 500, call_id="same-1")

@@ -168,7 +168,9 @@ class Store:
     ) -> Hold:
         """Reserve the call's worst case, or raise BudgetExceeded / UnknownModel.
 
-        Idempotent: holding an id that already has a hold returns that hold unchanged.
+        Idempotent: holding an id whose hold is still pending, for the same project, model and
+        tokens, returns that hold unchanged; any other reuse of an id (a posted, voided or
+        expired hold, or another call's) raises ``InvalidInput``.
         """
         hold = self._try_hold(call_id, project, model, prompt_tokens, max_completion_tokens,
                               now, ttl)
@@ -236,9 +238,18 @@ class Store:
                 input_price=price.input_units, output_price=price.output_units,
                 cached_price=price.cached_units, est_prompt_tokens=prompt_tokens,
                 created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending")
-            if cur.fetchone() is None:  # this call id already holds: idempotent
-                row = hot.get_hold.run(cur, id=call_id).fetchone()
-                return _hold_from_row(row)
+            if cur.fetchone() is None:  # this call id already has a hold
+                found = _hold_from_row(hot.get_hold.run(cur, id=call_id).fetchone())
+                same = (found.project, found.model, found.est_prompt_tokens,
+                        found.amount_units) == (project, model, prompt_tokens, amount)
+                if found.state == "pending" and same:
+                    return found  # the same hold asked for again: idempotent
+                # A dead hold (posted, voided, expired) or another call's: never returned as
+                # if it were this one, which would skip the budget (issue 9 item 4).
+                raise InvalidInput(
+                    f"call id {call_id!r} is already used by a {found.state} hold"
+                    + ("" if same else " of another call (project, model or tokens differ)")
+                    + ": use a new call id")
             reserve = {"project": project, "month": month, "amount": amount,
                        "no_limit": NO_LIMIT}
             if hot.reserve.run(cur, **reserve).rowcount != 1:
