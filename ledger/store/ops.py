@@ -340,7 +340,9 @@ class Store:
         self, project: str, model: str, outcome: Outcome, at: datetime, now: datetime,
         request_id: str | None,
     ) -> int:
-        """Append a call that was not held (usage reported by hand). Idempotent by request_id."""
+        """Append a call that was not held (usage reported by hand). Idempotent by request_id:
+        the same id with the same project, model and counts is a no-op returning the cost
+        recorded; with other numbers it raises ``InvalidInput``."""
         hot = self.hot
         with raw_transaction(self.engine) as cur:
             price = self._raw_price(cur, model, at)
@@ -352,8 +354,17 @@ class Store:
             stmt = hot.insert_event if request_id is not None else hot.insert_event_plain
             stmt.run(cur, **self._event(request_id, project, month, at, model, outcome, None,
                                         price, cost, now))
-            if cur.fetchone() is None:
-                return int(hot.event_cost.run(cur, call_id=request_id).fetchone()[0])
+            if cur.fetchone() is None:  # this request id is already recorded
+                row = hot.event_numbers.run(cur, call_id=request_id).fetchone()
+                if tuple(row[1:]) != (project, model, outcome.prompt_tokens,
+                                      outcome.completion_tokens, outcome.cached_tokens):
+                    # Another call's numbers under the same id: never dropped in silence
+                    # (issue 9 item 4).
+                    raise InvalidInput(
+                        f"request_id {request_id!r} is already recorded with other numbers "
+                        f"(project {row[1]!r}, model {row[2]!r}, {row[3]} prompt + {row[4]} "
+                        "completion tokens): use a new request_id")
+                return int(row[0])
             _check_added(hot.add_totals.run(cur, project=project, month=month, settled=cost,
                                             held=0).rowcount, project, month, cost)
             return cost
