@@ -60,7 +60,8 @@ def info(state: CliState, fmt: str) -> None:
     """
     from ..store.info import ledger_info
 
-    facts = ledger_info(state.open(migrate=False, replay_spool=False))
+    book = state.open(migrate=False, replay_spool=False)
+    facts = ledger_info(book.url, book.engine, book.spool)
     out = stdout_text()
     if fmt == "json":
         render_json.write(facts.as_dict(), out)

@@ -20,7 +20,9 @@ from .engine import current_revision, head_revision
 from .schema import budgets, events, holds, invoices
 
 if TYPE_CHECKING:
-    from ..core import Ledger
+    from sqlalchemy import Engine
+
+    from ..spool import Spool
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,21 @@ class LedgerInfo:
         }
 
 
-def ledger_info(book: Ledger) -> LedgerInfo:
-    """Describe the ledger ``book`` is open on (read-only)."""
-    parsed = make_url(book.url)
+def ledger_info(url: str, engine: Engine, spool: Spool) -> LedgerInfo:
+    """Describe the ledger at ``url`` (its ``engine`` and ``spool``), read-only."""
+    parsed = make_url(url)
     backend = parsed.get_backend_name()
     path: str | None = None
     exists = True
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and "mode=memory" not in book.url:
+            and "mode=memory" not in url:
         resolved = Path(str(parsed.database)).expanduser().resolve()
         path = str(resolved)
         exists = resolved.exists()
     counts = {"events": 0, "holds_pending": 0, "budgets": 0, "invoices": 0}
     revision: str | None = None
     if exists:
-        with book.engine.connect().execution_options(ledger_read_only=True) as conn:
+        with engine.connect().execution_options(ledger_read_only=True) as conn:
             present = set(inspect(conn).get_table_names())
             if "alembic_version" in present:
                 revision = current_revision(conn)
@@ -87,4 +89,5 @@ def ledger_info(book: Ledger) -> LedgerInfo:
     return LedgerInfo(
         url=parsed.render_as_string(hide_password=True), backend=backend, path=path,
         exists=exists, revision=revision, head=head_revision(),
-        spool_path=os.path.abspath(book.spool.path.expanduser()), spooled=len(book.spool.entries()), **counts)
+        spool_path=os.path.abspath(spool.path.expanduser()), spooled=len(spool.entries()),
+        **counts)
