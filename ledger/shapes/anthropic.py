@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import (
+from .common import (
     GARBLED,
     INVALID,
     NOTHING,

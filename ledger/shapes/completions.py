@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import (
+from . import openai as chat
+from .common import (
     GARBLED,
     NOTHING,
     StreamEvent,
@@ -19,7 +20,6 @@ from . import (
     error_message,
     load_object,
 )
-from . import openai as chat
 
 usage_fields = chat.usage_fields
 usage_from_fields = chat.usage_from_fields

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import NOTHING, BadCount, StreamEvent, Usage, make_usage, token_field
+from .common import NOTHING, BadCount, StreamEvent, Usage, make_usage, token_field
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:

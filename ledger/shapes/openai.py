@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import (
+from .common import (
     GARBLED,
     INVALID,
     NOTHING,
