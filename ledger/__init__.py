@@ -16,9 +16,13 @@ from .errors import (
     InvalidInput,
     LedgerError,
     LedgerUnavailable,
+    NoBudget,
+    ProjectNotAllowed,
     UnknownModel,
+    UnmeteredEndpoint,
 )
 from .invoice import CreditNote, Invoice, InvoiceLine
+from .metering.refusal import RefusalInfo, RefusedBudget, refusal
 from .parties import Customer, Issuer
 from .pricing import Price
 from .records import Hold
@@ -56,8 +60,14 @@ __all__ = [
     "LedgerUnavailable",
     "ManualClock",
     "MeteredTransport",
+    "NoBudget",
     "Price",
+    "ProjectNotAllowed",
+    "RefusalInfo",
+    "RefusedBudget",
     "SystemClock",
     "UnknownModel",
+    "UnmeteredEndpoint",
     "__version__",
+    "refusal",
 ]

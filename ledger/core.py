@@ -83,6 +83,7 @@ class Ledger:
         migrate: bool = True,
         replay_spool: bool = True,
         create: bool = False,
+        require_budget: bool = False,
     ) -> None:
         self.url = normalise_url(url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL)
         self.clock: Clock = clock or SystemClock()
@@ -98,6 +99,8 @@ class Ledger:
         #: budgets stay hard. ``send_default_cap=False`` sends it uncapped (the hold still
         #: assumes the default cap; the actual cost is settled even if it is more).
         self.send_default_cap = send_default_cap
+        #: Refuse every metered call of a project with no budget (code ``no_budget``).
+        self.require_budget = bool(require_budget)
         self._encodings = dict(encodings or {})
         self._estimator: Estimator | None = None
         #: ``create=True`` makes a SQLite file's missing directory; without it a missing one
@@ -120,7 +123,7 @@ class Ledger:
             store=self.store, now=self.now, estimator_of=lambda: self.estimator,
             spool=self.spool, hold_ttl=self.hold_ttl, fail_open=self.fail_open,
             default_max_tokens=self.default_max_tokens, send_default_cap=self.send_default_cap,
-            after_settle=self.replay_if_spooled)
+            after_settle=self.replay_if_spooled, require_budget=self.require_budget)
         self.spool.check_writable()
         self._replaying = threading.Lock()
         if replay_spool and self.spool.exists():

@@ -5,8 +5,15 @@ Hierarchy::
     LedgerError                      base of everything below
     ├── BudgetExceeded               a reservation does not fit a hard budget
     ├── UnknownModel                 a model has no price (never a silent $0)
+    ├── NoBudget                     Ledger(require_budget=True) and the project has no budget
+    ├── ProjectNotAllowed            X-Ledger-Project names a project the client may not bill
+    ├── UnmeteredEndpoint            a POST to an endpoint the ledger cannot meter (not sent)
     ├── InvalidInput (ValueError)    bad input: negative tokens, naive datetime, bad month...
     └── LedgerUnavailable            the database cannot be reached (hard budgets fail closed)
+
+Each refusal has its own code (``ledger.refusal(exc).code``): ``budget_exceeded``,
+``unknown_model``, ``no_budget``, ``project_not_allowed``, ``unmetered_endpoint``,
+``ledger_unavailable``.
 
 A float given where money is expected raises the builtin ``TypeError`` (see ``ledger.money``).
 """
@@ -56,6 +63,37 @@ class UnknownModel(LedgerError):
             f"no price for model {model!r}: set one with "
             f"`ledger price set {model} PER_1K` or Ledger.set_price({model!r}, Decimal('...'))"
         )
+
+
+class NoBudget(LedgerError):
+    """The ledger requires a budget (``Ledger(require_budget=True)``) and the project has none."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        super().__init__(
+            f"project {project!r} has no budget and this ledger requires one "
+            f"(Ledger(require_budget=True)): set one with `ledger budget set {project} LIMIT`")
+
+
+class ProjectNotAllowed(LedgerError):
+    """A request's ``X-Ledger-Project`` header names a project its client may not bill."""
+
+    def __init__(self, project: str, client_project: str) -> None:
+        self.project = project
+        self.client_project = client_project
+        super().__init__(
+            f"this client bills project {client_project!r} and may not bill {project!r} "
+            "(X-Ledger-Project): make the client with projects=[...] or projects='*' to allow it")
+
+
+class UnmeteredEndpoint(LedgerError):
+    """A POST to an endpoint the ledger cannot meter: refused before it is sent."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"POST {path} is not an endpoint the ledger meters, so it was not sent; if it costs "
+            "nothing, list it in the client's free_paths=[...]")
 
 
 class InvalidInput(LedgerError, ValueError):

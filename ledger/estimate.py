@@ -204,7 +204,12 @@ class Estimator:
         body = req.body
         try:
             counter = _Counter(self, req.model)
-            total = counter.anthropic(body) if req.shape == "anthropic" else counter.openai(body)
+            if req.shape == "anthropic":
+                total = counter.anthropic(body)
+            elif req.shape == "openai":
+                total = counter.openai(body)
+            else:  # responses, completions, embeddings
+                total = counter.inputs(req.shape, body)
         except Exception:  # RecursionError on absurd nesting, a non-JSON hand-built body...
             total = _json_size(body)
         return min(total, MAX_TOKENS)
@@ -213,9 +218,11 @@ class Estimator:
         """Prompt tokens and the completion cap of a request."""
         prompt = self.count_prompt(req)
         cap = req.max_tokens if req.max_tokens is not None and req.max_tokens >= 0 else None
+        if req.shape == "embeddings":
+            cap = 0  # input tokens only: the worst case is the input estimate
         by_default = cap is None
         completion = self.default_max_tokens if cap is None else min(cap, MAX_TOKENS)
-        if req.shape == "openai":
+        if req.shape in ("openai", "completions"):
             choices = nonnegative_int(req.body.get("n"))
             if choices is not None and choices > 1:
                 completion *= min(choices, MAX_CHOICES)
@@ -255,6 +262,31 @@ class _Counter:
         if value is None:
             return 0
         return self.text(_dumps(value))
+
+    # Responses, Completions, Embeddings -----------------------------------------------------
+    def inputs(self, shape: str, body: Mapping[str, Any]) -> int:
+        """The input of a Responses (``instructions``, ``input``, ``tools``), Completions
+        (``prompt``, ``suffix``) or Embeddings (``input``) request; token arrays count one
+        token per element."""
+        keys = {"responses": ("instructions", "input", "tools", "tool_choice", "text"),
+                "completions": ("prompt", "suffix")}.get(shape, ("input",))
+        total = REPLY_PRIMING if shape != "embeddings" else 0
+        for key in keys:
+            value = body.get(key)
+            if key == "tool_choice" and isinstance(value, str):
+                continue
+            total += self.tokens_or_text(value)
+        return max(total, 1)
+
+    def tokens_or_text(self, value: object, depth: int = 0) -> int:
+        """A string's tokens, a token array's length, a list's sum; anything else as JSON."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list) and depth < MAX_DEPTH:
+            if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return len(value)
+            return sum(self.tokens_or_text(v, depth + 1) for v in value)
+        return self.json(value)
 
     # OpenAI ---------------------------------------------------------------------------------
     def openai(self, body: Mapping[str, Any]) -> int:

@@ -7,8 +7,15 @@ It wraps another transport (default: the package's ``HTTPTransport`` / ``AsyncHT
 picked from the request's type) and drives a :class:`~ledger.metering.Call` through the
 steps of :mod:`ledger.metering` (hold → post | void | expire):
 
-* ``POST .../chat/completions`` and ``POST .../messages`` are metered; anything else passes
-  through untouched (an ``X-Ledger-Project`` header is removed from every request).
+* Which requests are metered, free or refused is :func:`ledger.endpoints.classify`: the
+  ``POST`` endpoints ``chat/completions``, ``messages``, ``responses``, ``completions`` and
+  ``embeddings`` are metered; other methods, ``models``, ``messages/count_tokens`` and the
+  client's ``free_paths`` pass through untouched; any other ``POST`` is answered 400
+  ``unmetered_endpoint`` without being sent.
+* ``X-Ledger-Project`` is removed from every request. On a metered call it may name the
+  client's own project, or one the client allows (``projects=[...]`` or ``projects="*"``);
+  any other is answered 400 ``project_not_allowed`` (compared exactly: ``"acme "`` is not
+  ``"acme"``).
 * Before sending: prepare (parse, estimate), then hold. A refusal never reaches the network:
   the caller gets 402 (budget / unknown model), 400 (body cannot be metered) or 503 (database
   down, failing closed) with an error body of its API's shape.
@@ -29,17 +36,28 @@ task still settles what it used).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import httpx
 import httpx2
 
-from .errors import BudgetExceeded, InvalidInput, LedgerError, LedgerUnavailable, UnknownModel
+from .endpoints import classify, normalise_free_paths
+from .errors import (
+    BudgetExceeded,
+    InvalidInput,
+    LedgerError,
+    LedgerUnavailable,
+    NoBudget,
+    ProjectNotAllowed,
+    UnknownModel,
+    UnmeteredEndpoint,
+)
 from .metering.body import RENEW, BodySteps, Todo
 from .metering.call import Call, renew_interval
 from .metering.meter import HasMeter, Meter
@@ -54,7 +72,7 @@ from .metering.request import (
 )
 from .names import check_name
 from .records import Outcome
-from .shapes import Shape, shape_for
+from .shapes import Shape
 
 __all__ = [
     "MeteredTransport",
@@ -79,12 +97,20 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
     ``wrapped=`` wraps your own transport instead (it must suit the client it is used in)::
 
         client = httpx.Client(transport=ledger.MeteredTransport(book, "acme"))
+
+    ``projects=[...]`` lists the other projects a request may name in ``X-Ledger-Project``
+    (``"*"``: any); ``free_paths=[...]`` lists POST paths that cost nothing and are passed
+    through unmetered (any other unmetered POST is refused).
     """
 
-    def __init__(self, book: HasMeter, project: str, wrapped: Any = None) -> None:
+    def __init__(self, book: HasMeter, project: str, wrapped: Any = None, *,
+                 projects: Iterable[str] | Literal["*"] | None = None,
+                 free_paths: Iterable[str] | None = None) -> None:
         self.book = book
         self.meter: Meter = book.meter
         self.project = check_name(project, "project")
+        self.projects = _allowed_projects(projects)
+        self.free_paths = normalise_free_paths(free_paths)
         self.wrapped = wrapped
         self._defaults: dict[tuple[bool, bool], Any] = {}
         self._lock = threading.Lock()
@@ -117,7 +143,10 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
 
     def handle_request(self, request: AnyRequest) -> AnyResponse:
         inner = self._inner(request, False)
-        shape, project = _route(request, self.project)
+        try:
+            shape, project = self._route(request)
+        except LedgerError as exc:
+            return _refuse(request, _error_shape(request), exc)
         if shape is None:
             response: AnyResponse = inner.handle_request(request)
             return response
@@ -126,7 +155,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
             call = Call(meter, prepare(meter, shape, project, request.read(),
                                        secrets=secrets_of(request.headers)))
             call.hold()
-        except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
+        except (BudgetExceeded, UnknownModel, NoBudget, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
         forward = _forward_request(request, call.prepared)
         try:
@@ -163,7 +192,10 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         import anyio.to_thread
 
         inner = self._inner(request, True)
-        shape, project = _route(request, self.project)
+        try:
+            shape, project = self._route(request)
+        except LedgerError as exc:
+            return _refuse(request, _error_shape(request), exc)
         if shape is None:
             response: AnyResponse = await inner.handle_async_request(request)
             return response
@@ -181,7 +213,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
             # back, and the cancellation then lands in the forward below, which voids it.
             with anyio.CancelScope(shield=True):
                 call = await anyio.to_thread.run_sync(start)
-        except (BudgetExceeded, UnknownModel, LedgerUnavailable, InvalidInput) as exc:
+        except (BudgetExceeded, UnknownModel, NoBudget, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
         forward = _forward_request(request, call.prepared)
         try:
@@ -208,6 +240,29 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
                         traceback: TracebackType | None = None) -> None:
         await self.aclose()
 
+    def _route(self, request: AnyRequest) -> tuple[Shape | None, str]:
+        """The call's shape (``None``: pass through) and project; drops ``X-Ledger-Project``.
+        Raises ``UnmeteredEndpoint`` / ``ProjectNotAllowed`` / ``InvalidInput`` (refused)."""
+        headers = request.headers
+        named = headers.get_list(PROJECT_HEADER)
+        if named:
+            del headers[PROJECT_HEADER]
+        raw = request.url.raw_path.decode("ascii", "replace")
+        route = classify(request.method, raw, self.free_paths)
+        if route.kind == "refused":
+            raise UnmeteredEndpoint(route.path)
+        if route.kind == "free":
+            return None, self.project
+        if not named:
+            return route.shape, self.project
+        if len(named) > 1:
+            raise ProjectNotAllowed(", ".join(named), self.project)
+        project = named[0]
+        if project != self.project and not (
+                self.projects == "*" or project in self.projects):
+            raise ProjectNotAllowed(project, self.project)
+        return route.shape, check_name(project, "project")
+
     def _closables(self) -> list[Any]:
         if self.wrapped is not None:
             return [self.wrapped]
@@ -220,13 +275,22 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
 # -- helpers shared by the sync and async paths (no I/O) ---------------------------------------
 
 
-def _route(request: AnyRequest, default_project: str) -> tuple[Shape | None, str]:
-    """The call's shape (``None``: pass through) and project; drops ``X-Ledger-Project``."""
+def _allowed_projects(projects: Iterable[str] | str | None) -> frozenset[str] | Literal["*"]:
+    if projects is None:
+        return frozenset()
+    if projects == "*":
+        return "*"
+    if isinstance(projects, str):
+        raise InvalidInput('projects must be a list of project names or "*", not one string')
+    return frozenset(check_name(p, "project") for p in projects)
+
+
+def _error_shape(request: AnyRequest) -> Shape:
+    """The API shape to answer an unrouted request in: Anthropic if it looks like one."""
     headers = request.headers
-    project = headers.get(PROJECT_HEADER)
-    if project is not None:
-        del headers[PROJECT_HEADER]
-    return shape_for(request.method, request.url.path), project or default_project
+    if "anthropic-version" in headers or "x-api-key" in headers:
+        return "anthropic"
+    return "openai"
 
 
 def _lib(request: AnyRequest) -> Any:
@@ -279,16 +343,45 @@ def _metered_response(response: AnyResponse, call: Call, *, is_async: bool) -> A
     else:
         stream = _SyncMeteredStream(response.stream, steps)
     # A response dropped unread and unclosed never runs the stream's code: settle it when it
-    # is garbage-collected (or at interpreter exit) instead of leaving its hold to expire.
-    weakref.finalize(stream, _abandoned, steps)
+    # is garbage-collected instead of leaving its hold to expire; one still open at
+    # interpreter exit is settled by _settle_open_at_exit (issue 9 item 15).
+    finalizer = weakref.finalize(stream, _abandoned, steps, id(steps))
+    finalizer.atexit = False  # ours runs instead, in this thread: no new thread at exit
+    _live[id(steps)] = finalizer  # one dict operation: atomic, no lock (see _abandoned)
     response.stream = stream
     return response
 
 
-def _abandoned(steps: BodySteps) -> None:
+#: The finalizers of metered responses not yet garbage-collected (settled or not).
+#: Plain dict operations only (atomic under the GIL): a lock here could deadlock when the
+#: garbage collector runs a finalizer while this thread holds it.
+_live: dict[int, weakref.finalize[Any, Any]] = {}
+
+
+@atexit.register
+def _settle_open_at_exit() -> None:
+    """At interpreter exit, settle every metered response still open (as when it is garbage
+    collected: charged by estimate of what was streamed), synchronously, so no hold is left
+    pending for its TTL. Never raises."""
+    finalizers = list(_live.values())
+    _live.clear()
+    for finalizer in finalizers:
+        try:
+            detached = finalizer.detach()
+            if detached is None:
+                continue
+            steps = detached[2][0]
+            if steps.call.claim():
+                _settle_abandoned(steps)
+        except Exception:
+            log.exception("settling an open response at exit failed")
+
+
+def _abandoned(steps: BodySteps, key: int) -> None:
     """Called by the garbage collector: never raise there, and never touch the database from
     inside it (a lock held by the interrupted code could deadlock) — settle on a thread."""
     try:
+        _live.pop(key, None)
         if steps.call.claim():
             threading.Thread(target=_settle_abandoned, args=(steps,),
                              name="ledger-abandoned-stream").start()
@@ -422,9 +515,13 @@ def _metered_client(cls: Any, book: HasMeter, project: str, kwargs: dict[str, An
     def wrap(transport: Any) -> Any:
         if transport is None or isinstance(transport, MeteredTransport):
             return transport
-        return MeteredTransport(book, project, transport)
+        return MeteredTransport(book, project, transport, projects=projects,
+                                free_paths=free_paths)
 
-    MeteredTransport(book, project)  # validates the project name before building anything
+    projects = kwargs.pop("projects", None)
+    free_paths = kwargs.pop("free_paths", None)
+    # Validates the project name and options before building anything.
+    MeteredTransport(book, project, projects=projects, free_paths=free_paths)
     client = cls(**kwargs)
     client._transport = wrap(client._transport)
     client._mounts = {pattern: wrap(t) for pattern, t in client._mounts.items()}

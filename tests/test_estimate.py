@@ -278,11 +278,14 @@ class TestCompletionCap:
         assert (result.max_completion_tokens, result.capped_by_default) == (777, True)
 
     def test_request_cap(self, estimator: Estimator) -> None:
-        """The request's own cap is used, for both shapes."""
+        """The request's own cap is used, for both shapes (a 0 cap is refused since issue 9
+        item 2)."""
         assert estimator.estimate(request("openai", messages=[], max_completion_tokens=50)) == \
             TokenEstimate(3, 50, False)
-        result = estimator.estimate(request("anthropic", messages=[], max_tokens=0))
-        assert (result.max_completion_tokens, result.capped_by_default) == (0, False)
+        result = estimator.estimate(request("anthropic", messages=[], max_tokens=7))
+        assert (result.max_completion_tokens, result.capped_by_default) == (7, False)
+        with pytest.raises(InvalidInput, match="max_tokens"):
+            request("anthropic", messages=[], max_tokens=0)
 
     def test_huge_cap_is_capped(self, estimator: Estimator) -> None:
         """A cap beyond MAX_TOKENS is held at MAX_TOKENS."""

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.endpoints import shape_for
 from ledger.errors import InvalidInput
 from ledger.money import MAX_TOKENS
 from ledger.shapes import (
     CallRequest,
     Usage,
     parse_request,
-    shape_for,
     text_from_body,
     usage_from_body,
     with_stream_usage,
@@ -59,13 +59,15 @@ class TestShapeFor:
         ("POST", "/v1/messages/count_tokens", None),
         ("POST", "/v1/messages/batches", None),
         ("POST", "/v1/threads/thread_1/messages", None),
-        ("POST", "/v1/completions", None),
-        ("POST", "/v1/embeddings", None),
+        ("POST", "/v1/completions", "completions"),
+        ("POST", "/v1/embeddings", "embeddings"),
+        ("POST", "/v1/responses", "responses"),
         ("POST", "/", None),
         ("POST", "", None),
     ])
     def test_routes(self, method: str, path: str, shape: str | None) -> None:
-        """Only POSTs to chat/completions and messages are metered calls, of their shape."""
+        """Only POSTs to the metered endpoints are metered calls, of their shape (issue 9
+        item 1 added responses, completions and embeddings)."""
         assert shape_for(method, path) == shape
 
 
@@ -89,14 +91,22 @@ class TestParseRequest:
         assert (req.shape, req.model, req.stream, req.max_tokens) == (
             "anthropic", "kimi-k2.6", False, 1024)
 
-    @pytest.mark.parametrize("value", [-1, "100", True, 1.5, [], {}, None])
-    def test_invalid_max_tokens_is_none(self, value: object) -> None:
-        """A cap that is not a non-negative integer reads as absent."""
-        assert openai_request(max_tokens=value).max_tokens is None
+    @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+    @pytest.mark.parametrize("value", [-1, 0, "100", True, False, 1.5, 100.0, [], {}])
+    def test_invalid_cap_is_refused_naming_the_field(self, field: str, value: object) -> None:
+        """Issue 9 item 2: a cap that is not a positive integer is refused, naming the field."""
+        with pytest.raises(InvalidInput, match=f'"{field}"'):
+            openai_request(**{field: value})
 
-    def test_integral_float_cap_is_accepted(self) -> None:
-        """A cap written as an integral float (100.0) is still the cap."""
-        assert openai_request(max_tokens=100.0).max_tokens == 100
+    @pytest.mark.parametrize("value", [0, -5, "9", 2.0, True])
+    def test_invalid_anthropic_cap_is_refused(self, value: object) -> None:
+        """Issue 9 item 2: an Anthropic max_tokens that is not a positive integer is refused."""
+        with pytest.raises(InvalidInput, match='"max_tokens"'):
+            parse_request("anthropic", dumps({"model": "m", "max_tokens": value, "messages": []}))
+
+    def test_null_cap_is_no_cap(self) -> None:
+        """Issue 9 item 2: a null cap reads as absent (the default cap applies)."""
+        assert openai_request(max_tokens=None, max_completion_tokens=None).max_tokens is None
 
     @pytest.mark.parametrize("model", [None, 5, ["m"], {"id": "m"}])
     def test_non_string_model_is_none(self, model: object) -> None:

@@ -194,9 +194,11 @@ class TestAsync:
 
 class TestProjects:
     def test_project_header_overrides_and_is_not_forwarded(
-            self, book: Ledger, openai_client: openai.OpenAI, sim: RunAPISimulator,
-            ledger_events: Events) -> None:
-        """X-Ledger-Project bills another project and never reaches the server."""
+            self, book: Ledger, sim: RunAPISimulator, ledger_events: Events) -> None:
+        """X-Ledger-Project bills another project the client allows (issue 9 item 3: only
+        with projects=[...]) and never reaches the server."""
+        openai_client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test",
+                                      http_client=book.httpx_client("acme", projects=["beta"]))
         openai_client.chat.completions.create(model="kimi-k2.5", messages=MESSAGES,
                                               extra_headers={"X-Ledger-Project": "beta"})
         assert only_event(book, ledger_events)["project"] == "beta"

@@ -61,7 +61,7 @@ def info(state: CliState, fmt: str) -> None:
     from ..store.info import ledger_info
 
     book = state.open(migrate=False, replay_spool=False)
-    facts = ledger_info(book.url, book.engine, book.spool.path, len(book.spool.entries()))
+    facts = ledger_info(book.url, book.engine, book.spool)
     out = stdout_text()
     if fmt == "json":
         render_json.write(facts.as_dict(), out)

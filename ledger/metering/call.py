@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from ..errors import BudgetExceeded, LedgerError, LedgerUnavailable, UnknownModel
+from ..errors import BudgetExceeded, LedgerError, LedgerUnavailable, NoBudget, UnknownModel
 from ..faults import fault_point
 from ..records import Hold, Outcome
 from .meter import Meter
@@ -46,15 +46,18 @@ class Call:
         """Hold the call's worst case. Returns the hold, or ``None`` when the database is down
         and the ledger fails open (the call goes through unmetered; :meth:`settle` spools it).
 
-        Raises ``BudgetExceeded`` / ``UnknownModel`` after recording the refusal, and
-        ``LedgerUnavailable`` when the database is down and the ledger fails closed.
+        Raises ``BudgetExceeded`` / ``UnknownModel`` / ``NoBudget`` (``require_budget``) after
+        recording the refusal, and ``LedgerUnavailable`` when the database is down and the
+        ledger fails closed.
         """
         p, meter = self.prepared, self.meter
         fault_point("call:before-hold")
         try:
+            if meter.require_budget and not meter.store.has_budget(p.project):
+                raise NoBudget(p.project)
             hold = meter.store.hold(p.call_id, p.project, p.model, p.prompt_tokens,
                                     p.max_completion_tokens, p.started, meter.hold_ttl)
-        except (BudgetExceeded, UnknownModel) as exc:
+        except (BudgetExceeded, UnknownModel, NoBudget) as exc:
             try:
                 meter.store.record_refused(p.call_id, p.project, p.model, p.started,
                                            meter.now(), str(exc), p.prompt_tokens)

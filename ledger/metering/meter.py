@@ -56,6 +56,8 @@ class Meter:
     send_default_cap: bool
     #: Called after a settle reached the database (replays what waits in the spool).
     after_settle: Callable[[], None]
+    #: Refuse calls for a project with no budget (``NoBudget``, code ``no_budget``).
+    require_budget: bool = False
 
     @property
     def estimator(self) -> Estimator:

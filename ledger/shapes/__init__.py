@@ -2,6 +2,11 @@
 
 * ``"openai"``: ``POST .../chat/completions`` (OpenAI Chat Completions).
 * ``"anthropic"``: ``POST .../messages`` (Anthropic Messages).
+* ``"responses"``: ``POST .../responses`` (OpenAI Responses).
+* ``"completions"``: ``POST .../completions`` (OpenAI legacy Completions).
+* ``"embeddings"``: ``POST .../embeddings`` (OpenAI Embeddings: input tokens only).
+
+Which path is which (and which are free or refused) is :mod:`ledger.endpoints`.
 
 This package turns a request body into a :class:`CallRequest` (model, stream flag, completion
 cap), reads the :class:`Usage` and completion text out of a response body, and interprets one
@@ -21,11 +26,69 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ..errors import InvalidInput
-from ..money import MAX_TOKENS, check_tokens
+from .common import (
+    GARBLED as GARBLED,
+)
+from .common import (
+    INVALID as INVALID,
+)
+from .common import (
+    NOTHING as NOTHING,
+)
+from .common import (
+    SHAPES as SHAPES,
+)
+from .common import (
+    BadCount as BadCount,
+)
+from .common import (
+    CallRequest as CallRequest,
+)
+from .common import (
+    Shape as Shape,
+)
+from .common import (
+    StreamEvent as StreamEvent,
+)
+from .common import (
+    Usage as Usage,
+)
+from .common import (
+    body_bytes as body_bytes,
+)
+from .common import (
+    cap_field as cap_field,
+)
+from .common import (
+    combine_usages as combine_usages,
+)
+from .common import (
+    dump_json as dump_json,
+)
+from .common import (
+    error_message as error_message,
+)
+from .common import (
+    invalid_marks as invalid_marks,
+)
+from .common import (
+    load_object as load_object,
+)
+from .common import (
+    make_usage as make_usage,
+)
+from .common import (
+    nonnegative_int as nonnegative_int,
+)
+from .common import (
+    optional_count as optional_count,
+)
+from .common import (
+    token_field as token_field,
+)
 
 __all__ = [
     "CallRequest",
@@ -34,277 +97,18 @@ __all__ = [
     "Usage",
     "parse_request",
     "read_stream_event",
-    "shape_for",
     "text_from_body",
     "usage_from_body",
     "usage_from_fields",
     "with_stream_usage",
 ]
 
-Shape = Literal["openai", "anthropic"]
-SHAPES: tuple[Shape, ...] = ("openai", "anthropic")
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens a call used, as the server reported them.
-
-    ``prompt_tokens`` counts ALL input tokens (for Anthropic: ``input_tokens`` +
-    ``cache_read_input_tokens`` + ``cache_creation_input_tokens``); ``cached_tokens`` is the
-    part of them read from a prompt cache. Constructing one validates it: every count is an
-    ``int`` in ``[0, MAX_TOKENS]`` (``TypeError`` / ``InvalidInput`` otherwise) and
-    ``cached_tokens <= prompt_tokens``.
-    """
-
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-    #: Reasoning (thinking) tokens, when the server reports them; they are part of
-    #: ``completion_tokens`` (priced as completion), recorded on their own for audits.
-    reasoning_tokens: int | None = None
-    #: What the ledger had to correct or could not read in the reported usage (a bad
-    #: optional detail dropped, a disagreeing ``total_tokens``...); empty when it was clean.
-    notes: tuple[str, ...] = ()
-    #: Some count is not the server's final word (e.g. an Anthropic stream whose
-    #: ``message_delta`` never gave the output tokens): charge it as an estimate.
-    estimated: bool = False
-
-    def __post_init__(self) -> None:
-        check_tokens(self.prompt_tokens, "prompt_tokens")
-        check_tokens(self.completion_tokens, "completion_tokens")
-        check_tokens(self.cached_tokens, "cached_tokens")
-        if self.reasoning_tokens is not None:
-            check_tokens(self.reasoning_tokens, "reasoning_tokens")
-        if self.cached_tokens > self.prompt_tokens:
-            raise InvalidInput(
-                f"cached_tokens ({self.cached_tokens}) exceeds prompt_tokens ({self.prompt_tokens})"
-            )
-
-
-@dataclass(frozen=True)
-class CallRequest:
-    """A parsed request body: what the ledger needs to know before forwarding it.
-
-    ``model`` is ``None`` when absent or not a string. ``max_tokens`` is the completion cap the
-    request sets (OpenAI: ``max_completion_tokens``, else ``max_tokens``; Anthropic:
-    ``max_tokens``), ``None`` when absent or not a non-negative integer. ``body`` is the parsed
-    JSON object itself (treat it as read-only).
-    """
-
-    shape: Shape
-    model: str | None
-    stream: bool
-    max_tokens: int | None
-    body: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """What one server-sent event of a response stream says.
-
-    ``usage_fields`` are the valid token counts the event carries, keyed by the shape's own
-    field names (merge them into the fields seen so far, then read a :class:`Usage` with
-    :func:`usage_from_fields`). ``usage_only`` marks OpenAI's usage-only chunk
-    (``choices == []`` with a ``usage``), the one a client that did not ask for it must not see.
-    """
-
-    text: str = ""
-    usage_fields: Mapping[str, int] | None = None
-    done: bool = False
-    error: str | None = None
-    garbled: bool = False
-    usage_only: bool = False
-
-
-GARBLED = StreamEvent(garbled=True)
-NOTHING = StreamEvent()
-
-
-class BadCount(Exception):
-    """Internal: a token count is present but is not a plausible count."""
-
-
-def token_field(usage: Mapping[str, Any], key: str) -> int | None:
-    """The token count under ``key``: ``None`` when absent or null.
-
-    Raises :class:`BadCount` when present but not an int (bools and floats included), negative,
-    or larger than ``MAX_TOKENS``.
-    """
-    value = usage.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
-        raise BadCount(key)
-    return value
-
-
-def optional_count(candidates: list[tuple[object, str]]) -> tuple[int | None, bool]:
-    """An optional count that may sit in several places (``(container, key)`` pairs): the
-    smallest valid value found (``None`` if none), and whether some place held a value that
-    is not a plausible count (``-1``, ``"20"``, ``20.0``, ``true``...)."""
-    found: list[int] = []
-    bad = False
-    for container, key in candidates:
-        if not isinstance(container, Mapping):
-            continue
-        try:
-            value = token_field(container, key)
-        except BadCount:
-            bad = True
-            continue
-        if value is not None:
-            found.append(value)
-    return (min(found) if found else None), bad
-
-
-#: Prefix of the marker fields that say an optional detail was present but unreadable.
-INVALID = "invalid."
-
-
-def invalid_marks(fields: Mapping[str, int], prefix: str = "") -> list[str]:
-    """The names of the details marked unreadable (``invalid.<name>`` = 1) under ``prefix``."""
-    head = prefix + INVALID
-    return [key[len(head):] for key, value in fields.items()
-            if key.startswith(head) and value]
-
-
-def make_usage(prompt: int, completion: int, cached: int, *, reasoning: int | None = None,
-               total: int | None = None, invalid: list[str] | tuple[str, ...] = (),
-               estimated: bool = False, notes: tuple[str, ...] = ()) -> Usage | None:
-    """A :class:`Usage`, or ``None`` when the required counts are implausible. No prompt
-    tokens at all is implausible (every call sends a prompt): such a reply is charged by
-    estimate rather than recorded as a success at $0.
-
-    Optional details never cost the valid counts (issue 9 items 9 and 11): a detail that was
-    unreadable (``invalid``) or impossible (``cached > prompt``) is dropped with a note, and a
-    ``total`` larger than ``prompt + completion`` is billed (the difference goes to the
-    completion tokens: xAI leaves reasoning out of ``completion_tokens``), with a note.
-    """
-    if prompt == 0 or prompt > MAX_TOKENS or completion > MAX_TOKENS:
-        return None
-    out = list(notes)
-    out.extend(f"usage {name} unreadable: dropped" for name in invalid)
-    if cached > prompt:
-        out.append(f"usage cached_tokens {cached} > prompt_tokens {prompt}: dropped")
-        cached = 0
-    if total is not None:
-        reported = prompt + completion
-        if total > reported:
-            completion = min(completion + total - reported, MAX_TOKENS)
-            out.append(f"usage total_tokens {total} > prompt+completion {reported}: "
-                       f"billed the total ({total - reported} more completion tokens)")
-        elif total < reported:
-            out.append(f"usage total_tokens {total} < prompt+completion {reported}: "
-                       "billed prompt+completion")
-    if reasoning is not None and reasoning > completion:
-        out.append(f"usage reasoning_tokens {reasoning} > completion_tokens {completion}")
-    if estimated:
-        out.append("usage incomplete: charged by estimate")
-    return Usage(prompt, completion, cached, reasoning, tuple(dict.fromkeys(out)), estimated)
-
-
-def combine_usages(usages: list[Usage]) -> Usage | None:
-    """One call's usage from the usage of each of its choices (Kimi streams with ``n > 1``
-    report one per choice): the prompt is billed once (the largest reported, as every choice
-    shares it), the completions are summed."""
-    if not usages:
-        return None
-    if len(usages) == 1:
-        return usages[0]
-    prompt = max(u.prompt_tokens for u in usages)
-    completion = min(sum(u.completion_tokens for u in usages), MAX_TOKENS)
-    cached = min(u.cached_tokens for u in usages)
-    reasonings = [u.reasoning_tokens for u in usages if u.reasoning_tokens is not None]
-    reasoning = min(sum(reasonings), MAX_TOKENS) if reasonings else None
-    notes = tuple(dict.fromkeys(n for u in usages for n in u.notes))
-    return Usage(prompt, completion, cached, reasoning, notes, any(u.estimated for u in usages))
-
-
-def nonnegative_int(value: object) -> int | None:
-    """``value`` as a non-negative int (an integral float is accepted), else ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
-
-
-def error_message(error: object) -> str:
-    """A readable message from an API error object (``{"message": ...}``) or anything else."""
-    if isinstance(error, Mapping):
-        for key in ("message", "type", "code"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-    elif isinstance(error, str) and error:
-        return error
-    try:
-        text = json.dumps(error, ensure_ascii=False, default=str)
-    except (TypeError, ValueError, RecursionError):
-        text = ""
-    return text if text and text != "null" else "unknown error"
-
-
-def load_object(body: bytes | str) -> dict[str, Any] | None:
-    """The JSON object in ``body``, or ``None`` when it is not one. Never raises."""
-    try:
-        value = json.loads(body)
-    except Exception:  # ValueError, RecursionError, huge ints, bad encodings: all "not JSON"
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def dump_json(value: Any) -> bytes:
-    """Compact JSON bytes; UTF-8 where possible, ASCII escapes when the text has lone surrogates."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-# -- the public entry points (they dispatch to the shape modules) ------------------------------
-
-
-def shape_for(method: str, path: str) -> Shape | None:
-    """The shape of a call from its HTTP method and path, or ``None`` if it is not a metered call.
-
-    ``POST`` to a path ending in ``/chat/completions`` is OpenAI-shaped, to one ending in
-    ``/messages`` Anthropic-shaped. A query string, a fragment and trailing slashes are ignored.
-    OpenAI's Assistants ``/threads/{id}/messages`` (which creates a message, not a completion)
-    is not a metered call.
-    """
-    if method.upper() != "POST":
-        return None
-    path = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
-    if path.endswith("/chat/completions"):
-        return "openai"
-    if path.endswith("/messages"):
-        segments = path.split("/")
-        if len(segments) >= 4 and segments[-3] == "threads":
-            return None
-        return "anthropic"
-    return None
-
-
-def body_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
-    """A request body given as a mapping (serialised as JSON), a str or bytes, as bytes."""
-    if isinstance(body, (bytes, bytearray)):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, Mapping):
-        return json.dumps(body, separators=(",", ":")).encode("utf-8")
-    raise TypeError(f"request body must be a mapping, bytes or str, not {type(body).__name__}")
-
-
 def parse_request(shape: Shape, body: bytes) -> CallRequest:
     """Parse a request body of the given shape.
 
     Raises :class:`~ledger.errors.InvalidInput` when ``shape`` is unknown or ``body`` is not a
-    JSON object. Fields of the wrong type never raise: they read as absent.
+    JSON object, and names the field when a completion cap is not a positive integer (or
+    null). Other fields of the wrong type never raise: they read as absent.
     """
     module = _module(shape)
     try:
@@ -378,7 +182,7 @@ def with_stream_usage(req: CallRequest) -> tuple[bytes, bool] | None:
     it (``StreamMeter(..., drop_usage_chunk=True)``). Anything else: ``None`` (send the body as
     it is).
     """
-    if req.shape != "openai" or not req.stream:
+    if req.shape not in ("openai", "completions") or not req.stream:
         return None
     return openai.with_stream_usage(req.body)
 
@@ -387,13 +191,15 @@ def body_to_forward(req: CallRequest, default_cap: int | None) -> tuple[bytes | 
     """The body to send instead of the caller's (``None``: unchanged) and whether stream usage
     was injected (then the usage-only chunk must be dropped before the caller sees it).
 
-    Only OpenAI-shape bodies change: a stream is asked for its usage, and a call with no
-    completion cap gets ``max_tokens = default_cap`` when one is given. (The Anthropic API
-    requires ``max_tokens`` and streams its usage unasked.)
+    Only OpenAI-family bodies change: a Chat Completions or Completions stream is asked for its
+    usage, and a call with no (or a null) completion cap gets the default cap when one is given
+    (``max_tokens``; Responses: ``max_output_tokens``). (The Anthropic API requires
+    ``max_tokens`` and streams its usage unasked; embeddings have no completion.)
     """
-    if req.shape != "openai":
+    if req.shape == "anthropic":
         return None, False
-    return openai.body_to_forward(req.body, stream=req.stream, default_cap=default_cap)
+    return _module(req.shape).body_to_forward(req.body, stream=req.stream,
+                                              default_cap=default_cap)
 
 
 class _ShapeModule(Protocol):
@@ -409,14 +215,20 @@ class _ShapeModule(Protocol):
 
     def read_stream_event(self, event: str, data: str) -> StreamEvent: ...
 
+    def body_to_forward(self, body: Mapping[str, Any], *, stream: bool,
+                        default_cap: int | None) -> tuple[bytes | None, bool]: ...
+
 
 def _module(shape: str) -> _ShapeModule:
-    if shape == "openai":
-        return openai
-    if shape == "anthropic":
-        return anthropic
-    raise InvalidInput(f"unknown API shape {shape!r}: expected 'openai' or 'anthropic'")
+    module = _MODULES.get(shape)
+    if module is None:
+        raise InvalidInput(f"unknown API shape {shape!r}: expected one of {', '.join(SHAPES)}")
+    return module
 
 
-# Last: the shape modules import the types defined above.
-from . import anthropic, openai  # noqa: E402
+from . import anthropic, completions, embeddings, openai, responses  # noqa: E402
+
+_MODULES: dict[str, _ShapeModule] = {
+    "openai": openai, "anthropic": anthropic, "responses": responses,
+    "completions": completions, "embeddings": embeddings,
+}

@@ -16,18 +16,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import (
+from .common import (
     GARBLED,
     INVALID,
     NOTHING,
     BadCount,
     StreamEvent,
     Usage,
+    cap_field,
     error_message,
     invalid_marks,
     load_object,
     make_usage,
-    nonnegative_int,
     token_field,
 )
 
@@ -43,7 +43,7 @@ _DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking",
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_tokens``."""
-    return nonnegative_int(body.get("max_tokens"))
+    return cap_field(body, "max_tokens")
 
 
 #: Stream field: 1 while the output count is only ``message_start``'s placeholder.
@@ -163,3 +163,9 @@ def read_stream_event(event: str, data: str) -> StreamEvent:
     if kind == "message_stop":
         return StreamEvent(done=True)
     return NOTHING
+
+
+def body_to_forward(body: Mapping[str, Any], *, stream: bool,
+                    default_cap: int | None) -> tuple[bytes | None, bool]:
+    """Sent as it is: the API requires ``max_tokens`` and streams its usage unasked."""
+    return None, False

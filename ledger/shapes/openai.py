@@ -18,20 +18,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import (
+from .common import (
     GARBLED,
     INVALID,
     NOTHING,
     BadCount,
     StreamEvent,
     Usage,
+    cap_field,
     combine_usages,
     dump_json,
     error_message,
     invalid_marks,
     load_object,
     make_usage,
-    nonnegative_int,
     optional_count,
     token_field,
 )
@@ -49,11 +49,9 @@ MAX_CHOICE_INDEX = 128  # OpenAI's largest ``n``
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_completion_tokens`` if given, else ``max_tokens``."""
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if value is not None:
-            return nonnegative_int(value)
-    return None
+    newer = cap_field(body, "max_completion_tokens")
+    older = cap_field(body, "max_tokens")
+    return newer if newer is not None else older
 
 
 def usage_fields(usage: object, prefix: str = "") -> dict[str, int] | None:
@@ -241,7 +239,11 @@ def body_to_forward(body: Mapping[str, Any], *, stream: bool,
             new_options["include_usage"] = True
             new_body["stream_options"] = new_options
             injected = True
-    if default_cap is not None and "max_tokens" not in body and "max_completion_tokens" not in body:
+    if (default_cap is not None and body.get("max_tokens") is None
+            and body.get("max_completion_tokens") is None):
+        # A null cap is no cap (the SDK sends null for None): send the default one, so the
+        # server's worst case is the one held (issue 9 item 2).
+        new_body.pop("max_completion_tokens", None)
         new_body["max_tokens"] = default_cap
     if new_body == body:
         return None, False

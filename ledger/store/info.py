@@ -11,13 +11,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, inspect, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import make_url
 
 from .engine import current_revision, head_revision
 from .schema import budgets, events, holds, invoices
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from ..spool import Spool
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,8 @@ class LedgerInfo:
         }
 
 
-def ledger_info(url: str, engine: Engine, spool_path: Path, spooled: int) -> LedgerInfo:
-    """Describe the ledger at ``url`` (open on ``engine``; its spool at ``spool_path`` with
-    ``spooled`` entries waiting), read-only. Takes what it needs, never the ``Ledger``."""
+def ledger_info(url: str, engine: Engine, spool: Spool) -> LedgerInfo:
+    """Describe the ledger at ``url`` (its ``engine`` and ``spool``), read-only."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     path: str | None = None
@@ -85,4 +89,5 @@ def ledger_info(url: str, engine: Engine, spool_path: Path, spooled: int) -> Led
     return LedgerInfo(
         url=parsed.render_as_string(hide_password=True), backend=backend, path=path,
         exists=exists, revision=revision, head=head_revision(),
-        spool_path=os.path.abspath(spool_path.expanduser()), spooled=spooled, **counts)
+        spool_path=os.path.abspath(spool.path.expanduser()), spooled=len(spool.entries()),
+        **counts)

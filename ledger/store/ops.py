@@ -115,6 +115,13 @@ class Store:
             conn.execute(stmt)
 
     @_translate
+    def has_budget(self, project: str) -> bool:
+        """Whether ``project`` has a budget (hard or soft)."""
+        with self.read() as conn:
+            return conn.execute(
+                select(budgets.c.project).where(budgets.c.project == project)).first() is not None
+
+    @_translate
     def state(self, project: str, month: str) -> BudgetState:
         with self.read() as conn:
             return self._state(conn, project, month)
@@ -161,7 +168,9 @@ class Store:
     ) -> Hold:
         """Reserve the call's worst case, or raise BudgetExceeded / UnknownModel.
 
-        Idempotent: holding an id that already has a hold returns that hold unchanged.
+        Idempotent: holding an id whose hold is still pending, for the same project, model and
+        tokens, returns that hold unchanged; any other reuse of an id (a posted, voided or
+        expired hold, or another call's) raises ``InvalidInput``.
         """
         hold = self._try_hold(call_id, project, model, prompt_tokens, max_completion_tokens,
                               now, ttl)
@@ -229,9 +238,18 @@ class Store:
                 input_price=price.input_units, output_price=price.output_units,
                 cached_price=price.cached_units, est_prompt_tokens=prompt_tokens,
                 created_at=to_micros(now), expires_at=to_micros(now + ttl), state="pending")
-            if cur.fetchone() is None:  # this call id already holds: idempotent
-                row = hot.get_hold.run(cur, id=call_id).fetchone()
-                return _hold_from_row(row)
+            if cur.fetchone() is None:  # this call id already has a hold
+                found = _hold_from_row(hot.get_hold.run(cur, id=call_id).fetchone())
+                same = (found.project, found.model, found.est_prompt_tokens,
+                        found.amount_units) == (project, model, prompt_tokens, amount)
+                if found.state == "pending" and same:
+                    return found  # the same hold asked for again: idempotent
+                # A dead hold (posted, voided, expired) or another call's: never returned as
+                # if it were this one, which would skip the budget (issue 9 item 4).
+                raise InvalidInput(
+                    f"call id {call_id!r} is already used by a {found.state} hold"
+                    + ("" if same else " of another call (project, model or tokens differ)")
+                    + ": use a new call id")
             reserve = {"project": project, "month": month, "amount": amount,
                        "no_limit": NO_LIMIT}
             if hot.reserve.run(cur, **reserve).rowcount != 1:
@@ -322,7 +340,9 @@ class Store:
         self, project: str, model: str, outcome: Outcome, at: datetime, now: datetime,
         request_id: str | None,
     ) -> int:
-        """Append a call that was not held (usage reported by hand). Idempotent by request_id."""
+        """Append a call that was not held (usage reported by hand). Idempotent by request_id:
+        the same id with the same project, model and counts is a no-op returning the cost
+        recorded; with other numbers it raises ``InvalidInput``."""
         hot = self.hot
         with raw_transaction(self.engine) as cur:
             price = self._raw_price(cur, model, at)
@@ -334,8 +354,17 @@ class Store:
             stmt = hot.insert_event if request_id is not None else hot.insert_event_plain
             stmt.run(cur, **self._event(request_id, project, month, at, model, outcome, None,
                                         price, cost, now))
-            if cur.fetchone() is None:
-                return int(hot.event_cost.run(cur, call_id=request_id).fetchone()[0])
+            if cur.fetchone() is None:  # this request id is already recorded
+                row = hot.event_numbers.run(cur, call_id=request_id).fetchone()
+                if tuple(row[1:]) != (project, model, outcome.prompt_tokens,
+                                      outcome.completion_tokens, outcome.cached_tokens):
+                    # Another call's numbers under the same id: never dropped in silence
+                    # (issue 9 item 4).
+                    raise InvalidInput(
+                        f"request_id {request_id!r} is already recorded with other numbers "
+                        f"(project {row[1]!r}, model {row[2]!r}, {row[3]} prompt + {row[4]} "
+                        "completion tokens): use a new request_id")
+                return int(row[0])
             _check_added(hot.add_totals.run(cur, project=project, month=month, settled=cost,
                                             held=0).rowcount, project, month, cost)
             return cost

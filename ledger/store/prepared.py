@@ -114,6 +114,10 @@ class HotStatements:
             .returning(events.c.id), engine)
         self.event_cost = Prepared(
             select(events.c.cost).where(events.c.call_id == p("call_id")), engine)
+        self.event_numbers = Prepared(
+            select(events.c.cost, events.c.project, events.c.model, events.c.prompt_tokens,
+                   events.c.completion_tokens, events.c.cached_tokens)
+            .where(events.c.call_id == p("call_id")), engine)
         upsert = insert(totals).values(project=p("project"), month=p("month"),
                                        settled=p("settled"), held=p("held"))
         # Guarded so that the running total never passes a signed 64-bit integer (SQLite

@@ -418,9 +418,10 @@ def hostile_suite(book: Ledger, *, n: int = 10_000, loopback: int = 300, seed: i
             headers.append(("content-encoding", case.content_encoding))
         return httpx.Response(case.status, headers=headers, stream=_Chunks(case, injected))
 
-    mock = httpx.Client(transport=MeteredTransport(book, "hostile",
+    mock = httpx.Client(transport=MeteredTransport(book, "hostile", projects="*",
                                                    wrapped=httpx.MockTransport(handler)))
-    with RunAPISimulator() as sim, book.httpx_client("hostile", timeout=60) as real:
+    with RunAPISimulator() as sim, book.httpx_client("hostile", timeout=60,
+                                                    projects="*") as real:
         for i, case in enumerate(cases):
             over_loopback = i >= n
             if over_loopback:

@@ -70,13 +70,14 @@ def soak(url: str, seconds: float, *, seed: int = 7, sync_threads: int = 3, asyn
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, name="soak-async", daemon=True)
     loop_thread.start()
-    sync_clients: list[Any] = [book.httpx_client("soak-free", timeout=60),
-                               book.httpx2_client("soak-free", timeout=60)]
+    sync_clients: list[Any] = [book.httpx_client("soak-free", timeout=60, projects="*"),
+                               book.httpx2_client("soak-free", timeout=60, projects="*")]
     async_clients: list[Any] = []
 
     async def make_async() -> None:
-        async_clients.extend([book.async_httpx_client("soak-free", timeout=60),
-                              book.async_httpx2_client("soak-free", timeout=60)])
+        async_clients.extend([book.async_httpx_client("soak-free", timeout=60, projects="*"),
+                              book.async_httpx2_client("soak-free", timeout=60,
+                                                      projects="*")])
 
     asyncio.run_coroutine_threadsafe(make_async(), loop).result()
     plain = httpx.Client(timeout=60)
