@@ -82,6 +82,15 @@ class TestTheWheelShipsTheLibraryOnly:
                        "ledger/py.typed"):
             assert needed in names, needed
 
+    def test_every_module_of_the_package_ships(self, wheel: zipfile.ZipFile) -> None:
+        """Issue 12: a subpackage missing from pyproject's list (ledger/metering/ once) fails here."""
+        names = set(wheel.namelist())
+        sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ledger").rglob("*.py")}
+        migrations = {"ledger/migrations/" + p.relative_to(ROOT / "migrations").as_posix()
+                      for p in (ROOT / "migrations").rglob("*.py")}
+        assert sorted(sources - names) == []
+        assert sorted(migrations - names) == []
+
 
 class TestTheWheelsRequirements:
     def test_hypothesis_is_not_required_by_an_ordinary_install(
