@@ -295,14 +295,7 @@ class Invoice:
             "period_start": self.period_start.isoformat(),
             "period_end": self.period_end.isoformat(),
             "draft": self.draft,
-            "issuer": None if self.issuer is None else self.issuer.to_dict(),
-            "customer": None if self.customer is None else self.customer.to_dict(),
-            "lines": [line.to_dict() for line in self.lines],
-            "subtotal": money_str(self.subtotal),
-            "tax_name": self.tax_name,
-            "tax_rate": None if self.tax_rate is None else format(self.tax_rate, "f"),
-            "tax": money_str(self.tax),
-            "total": money_str(self.total),
+            **_billed(self),
             "amount_due": money_str(self.amount_due),
             "credit_note": self.credit_note,
         }
@@ -388,14 +381,7 @@ class CreditNote:
             "currency": self.currency,
             "issued_at": _iso(self.issued_at),
             "reason": self.reason,
-            "issuer": None if self.issuer is None else self.issuer.to_dict(),
-            "customer": None if self.customer is None else self.customer.to_dict(),
-            "lines": [line.to_dict() for line in self.lines],
-            "subtotal": money_str(self.subtotal),
-            "tax_name": self.tax_name,
-            "tax_rate": None if self.tax_rate is None else format(self.tax_rate, "f"),
-            "tax": money_str(self.tax),
-            "total": money_str(self.total),
+            **_billed(self),
         }
 
     @classmethod
@@ -449,6 +435,21 @@ def date_range(first: date, last: date) -> str:
     if first.year == last.year:
         return f"{first.day} {first:%b} – {last.day} {last:%b %Y}"
     return f"{first.day} {first:%b %Y} – {last.day} {last:%b %Y}"
+
+
+def _billed(doc: Invoice | CreditNote) -> dict[str, Any]:
+    """The parties, lines and money of an invoice or a credit note, JSON-ready, in that order."""
+    assert doc.subtotal is not None
+    return {
+        "issuer": None if doc.issuer is None else doc.issuer.to_dict(),
+        "customer": None if doc.customer is None else doc.customer.to_dict(),
+        "lines": [line.to_dict() for line in doc.lines],
+        "subtotal": money_str(doc.subtotal),
+        "tax_name": doc.tax_name,
+        "tax_rate": None if doc.tax_rate is None else format(doc.tax_rate, "f"),
+        "tax": money_str(doc.tax),
+        "total": money_str(doc.total),
+    }
 
 
 def line_from_row(row: sql.LineRow, month: str, carried_in: Decimal = ZERO) -> InvoiceLine:

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .common import (
-    GARBLED,
     INVALID,
     NOTHING,
     BadCount,
@@ -25,8 +24,8 @@ from .common import (
     Usage,
     cap_field,
     error_message,
+    event_object,
     invalid_marks,
-    load_object,
     make_usage,
     token_field,
 )
@@ -124,12 +123,9 @@ def _block_text(block: Mapping[str, Any]) -> str:
 
 def read_stream_event(event: str, data: str) -> StreamEvent:
     """Interpret one event of a Messages stream (``event`` is the SSE event type, maybe ``""``)."""
-    stripped = data.strip()
-    if not stripped:
-        return NOTHING
-    obj = load_object(stripped)
-    if obj is None:
-        return StreamEvent(error=stripped) if event == "error" else GARBLED
+    obj = event_object(event, data, done_marker=False)
+    if isinstance(obj, StreamEvent):
+        return obj
     kind = obj.get("type")
     if not isinstance(kind, str):
         kind = event

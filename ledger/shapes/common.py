@@ -266,3 +266,18 @@ def body_bytes(body: Mapping[str, Any] | bytes | str) -> bytes:
     if isinstance(body, Mapping):
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
     raise TypeError(f"request body must be a mapping, bytes or str, not {type(body).__name__}")
+
+
+def event_object(event: str, data: str, *, done_marker: bool) -> dict[str, Any] | StreamEvent:
+    """The JSON object one server-sent event carries, or the :class:`StreamEvent` that already
+    answers it: nothing for an empty event, the end for ``[DONE]`` (where the shape uses that
+    marker: ``done_marker``), an error for an unparseable ``error`` event, garbled otherwise."""
+    stripped = data.strip()
+    if not stripped:
+        return NOTHING
+    if done_marker and stripped == "[DONE]":
+        return StreamEvent(done=True)
+    obj = load_object(stripped)
+    if obj is None:
+        return StreamEvent(error=stripped) if event == "error" else GARBLED
+    return obj

@@ -13,12 +13,10 @@ from typing import Any
 
 from . import openai as chat
 from .common import (
-    GARBLED,
-    NOTHING,
     StreamEvent,
     cap_field,
     error_message,
-    load_object,
+    event_object,
 )
 
 usage_fields = chat.usage_fields
@@ -42,14 +40,9 @@ def text_from_object(obj: Mapping[str, Any]) -> str:
 
 def read_stream_event(event: str, data: str) -> StreamEvent:
     """Interpret one event of a Completions stream."""
-    stripped = data.strip()
-    if not stripped:
-        return NOTHING
-    if stripped == "[DONE]":
-        return StreamEvent(done=True)
-    obj = load_object(stripped)
-    if obj is None:
-        return StreamEvent(error=stripped) if event == "error" else GARBLED
+    obj = event_object(event, data, done_marker=True)
+    if isinstance(obj, StreamEvent):
+        return obj
     error = error_message(obj["error"]) if obj.get("error") is not None else None
     raw_usage = obj.get("usage")
     choices = obj.get("choices")

@@ -19,9 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .common import (
-    GARBLED,
     INVALID,
-    NOTHING,
     BadCount,
     StreamEvent,
     Usage,
@@ -29,8 +27,8 @@ from .common import (
     combine_usages,
     dump_json,
     error_message,
+    event_object,
     invalid_marks,
-    load_object,
     make_usage,
     optional_count,
     token_field,
@@ -182,14 +180,9 @@ def _generated_extras(message: Mapping[str, Any]) -> list[str]:
 
 def read_stream_event(event: str, data: str) -> StreamEvent:
     """Interpret one event of a Chat Completions stream."""
-    stripped = data.strip()
-    if not stripped:
-        return NOTHING
-    if stripped == "[DONE]":
-        return StreamEvent(done=True)
-    obj = load_object(stripped)
-    if obj is None:
-        return StreamEvent(error=stripped) if event == "error" else GARBLED
+    obj = event_object(event, data, done_marker=True)
+    if isinstance(obj, StreamEvent):
+        return obj
     error: str | None = None
     if obj.get("error") is not None:
         error = error_message(obj["error"])

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .common import (
-    GARBLED,
     NOTHING,
     BadCount,
     StreamEvent,
@@ -24,7 +23,7 @@ from .common import (
     cap_field,
     dump_json,
     error_message,
-    load_object,
+    event_object,
     make_usage,
     optional_count,
     token_field,
@@ -107,12 +106,9 @@ _FAILED = ("response.failed", "error")
 
 def read_stream_event(event: str, data: str) -> StreamEvent:
     """Interpret one event of a Responses stream."""
-    stripped = data.strip()
-    if not stripped:
-        return NOTHING
-    obj = load_object(stripped)
-    if obj is None:
-        return StreamEvent(error=stripped) if event == "error" else GARBLED
+    obj = event_object(event, data, done_marker=False)
+    if isinstance(obj, StreamEvent):
+        return obj
     kind = obj.get("type")
     if not isinstance(kind, str):
         kind = event
