@@ -55,30 +55,28 @@ BOLD_NAMES = {"DejaVuSans.ttf": "DejaVuSans-Bold.ttf",
 MARGIN = 15.0
 
 
-def find_font() -> Path | None:
-    """A Unicode TrueType font to embed, or None (then text is reduced to Latin-1)."""
-    configured = os.environ.get("LEDGER_PDF_FONT")
+def _first_font(variable: str, candidates: Iterable[str]) -> Path | None:
+    """The font named by ``$variable`` (set but empty or missing: none), else the first of
+    ``candidates`` that exists as a TrueType file."""
+    configured = os.environ.get(variable)
     if configured is not None:
         path = Path(configured)
         return path if configured and path.is_file() else None
-    for candidate in FONT_CANDIDATES:
-        path = Path(candidate)
-        if path.is_file():
-            return path
-    return None
-
-
-def find_fallback_font() -> Path | None:
-    """A font with CJK glyphs for what the main font lacks, or None."""
-    configured = os.environ.get("LEDGER_PDF_FALLBACK_FONT")
-    if configured is not None:
-        path = Path(configured)
-        return path if configured and path.is_file() else None
-    for candidate in FALLBACK_CANDIDATES:
+    for candidate in candidates:
         path = Path(candidate)
         if path.is_file() and path.suffix == ".ttf":
             return path
     return None
+
+
+def find_font() -> Path | None:
+    """A Unicode TrueType font to embed, or None (then text is reduced to Latin-1)."""
+    return _first_font("LEDGER_PDF_FONT", FONT_CANDIDATES)
+
+
+def find_fallback_font() -> Path | None:
+    """A font with CJK glyphs for what the main font lacks, or None."""
+    return _first_font("LEDGER_PDF_FALLBACK_FONT", FALLBACK_CANDIDATES)
 
 
 def latin1(text: str) -> str:
