@@ -395,3 +395,29 @@ class TestTotalTokens:
         """Issue 9 item 11 (guard): the usual case is untouched."""
         body = b'{"usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}}'
         assert usage_from_body("openai", body) == Usage(50, 10)
+
+
+class TestResponsesUsageDetails:
+    """The Responses API's usage follows the same detail rules as Chat Completions."""
+
+    @staticmethod
+    def body(usage: dict[str, Any]) -> bytes:
+        return json.dumps({"object": "response", "status": "completed", "output": [],
+                           "usage": usage}).encode()
+
+    def test_a_bad_detail_is_dropped_and_noted(self) -> None:
+        """Issue 9 item 9: a bad cached count keeps input/output and says it was dropped."""
+        usage = usage_from_body("responses", self.body(
+            {"input_tokens": 20, "output_tokens": 5, "total_tokens": 25,
+             "input_tokens_details": {"cached_tokens": "3"}}))
+        assert usage is not None
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (20, 5, 0)
+        assert any("cached_tokens unreadable" in note for note in usage.notes)
+
+    def test_a_larger_total_is_billed(self) -> None:
+        """Issue 9 item 11: total_tokens above input + output bills the total, noted."""
+        usage = usage_from_body("responses", self.body(
+            {"input_tokens": 20, "output_tokens": 5, "total_tokens": 40}))
+        assert usage is not None
+        assert (usage.prompt_tokens, usage.completion_tokens) == (20, 20)
+        assert any("total_tokens 40" in note for note in usage.notes)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .common import (
+    INVALID,
     NOTHING,
     BadCount,
     StreamEvent,
@@ -24,6 +25,7 @@ from .common import (
     dump_json,
     error_message,
     event_object,
+    invalid_marks,
     make_usage,
     optional_count,
     token_field,
@@ -33,6 +35,7 @@ INPUT = "input_tokens"
 OUTPUT = "output_tokens"
 CACHED = "cached_tokens"
 REASONING = "reasoning_tokens"
+TOTAL = "total_tokens"
 CAP = "max_output_tokens"
 
 
@@ -52,12 +55,17 @@ def usage_fields(usage: object) -> dict[str, int] | None:
         return None
     if prompt is None or completion is None:
         return None
-    # One unreadable detail never costs the valid counts (issue 9 item 9): it is dropped.
-    cached, _ = optional_count([(usage.get("input_tokens_details"), CACHED)])
-    reasoning, _ = optional_count([(usage.get("output_tokens_details"), REASONING)])
+    # One unreadable detail never costs the valid counts (issue 9 item 9): it is dropped and
+    # marked, as the Chat Completions reader does; total_tokens is checked (item 11).
+    cached, bad_cached = optional_count([(usage.get("input_tokens_details"), CACHED)])
+    reasoning, bad_reasoning = optional_count([(usage.get("output_tokens_details"), REASONING)])
+    total, bad_total = optional_count([(usage, TOTAL)])
     fields = {INPUT: prompt, OUTPUT: completion, CACHED: cached or 0}
-    if reasoning is not None:
-        fields[REASONING] = reasoning
+    for name, value in ((REASONING, reasoning), (TOTAL, total)):
+        if value is not None:
+            fields[name] = value
+    for name, bad in ((CACHED, bad_cached), (REASONING, bad_reasoning), (TOTAL, bad_total)):
+        fields[INVALID + name] = int(bad)
     return fields
 
 
@@ -67,7 +75,8 @@ def usage_from_fields(fields: Mapping[str, int]) -> Usage | None:
     if prompt is None or completion is None:
         return None
     return make_usage(prompt, completion, fields.get(CACHED, 0),
-                      reasoning=fields.get(REASONING))
+                      reasoning=fields.get(REASONING), total=fields.get(TOTAL),
+                      invalid=invalid_marks(fields))
 
 
 def usage_from_object(obj: Mapping[str, Any]) -> Usage | None:
