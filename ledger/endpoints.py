@@ -5,10 +5,11 @@ No call escapes the ledger: every POST is either metered or refused before it is
 * **Metered** (``POST``): ``.../chat/completions`` (``openai``), ``.../messages``
   (``anthropic``), ``.../responses`` (``responses``), ``.../completions`` (``completions``),
   ``.../embeddings`` (``embeddings``).
-* **Free**: every request that is not a ``POST`` (``GET``, ``HEAD``, ``DELETE``...),
-  ``POST .../models`` and ``.../messages/count_tokens``, and what the client lists in
-  ``free_paths``.
-* **Refused** (400 ``unmetered_endpoint``): any other ``POST``.
+* **Free**: ``GET``, ``HEAD`` and ``OPTIONS``; other methods (``PUT``, ``PATCH``,
+  ``DELETE``) unless they name a metered endpoint; ``POST .../v1/models`` and
+  ``.../v1/messages/count_tokens``; and exactly the paths the client lists in ``free_paths``.
+* **Refused** (400 ``unmetered_endpoint``): any other ``POST``, and any method but the
+  reading ones sent to a metered endpoint.
 
 Paths are matched on their **last segments**, so any base prefix works
 (``/v1/chat/completions``, ``/openai/v1/chat/completions``, an Azure-style
@@ -44,7 +45,9 @@ METERED: tuple[tuple[str, Shape], ...] = (
     ("/embeddings", "embeddings"),
 )
 #: POST endpoints that cost nothing.
-FREE: tuple[str, ...] = ("/messages/count_tokens", "/models")
+FREE: tuple[str, ...] = ("/v1/messages/count_tokens", "/v1/models")
+#: Methods that only read: passed free whatever the path.
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -102,17 +105,19 @@ def normalise_free_paths(paths: Iterable[str] | None) -> frozenset[str]:
 
 def classify(method: str, path: str, free_paths: frozenset[str] = frozenset()) -> Route:
     """How a request is treated (see the module docs)."""
-    if method.upper() != "POST":
+    verb = method.upper()
+    if verb in READS:
         return Route("free", None, path)
     normal = normalise_path(path)
     if normal is None:
         return Route("refused", None, path)
     shape = _metered_shape(normal)
+    if verb != "POST":
+        # PUT, PATCH, DELETE: free, but never to a metered endpoint (it would run unpriced).
+        return Route("refused" if shape is not None else "free", None, normal)
     if shape is not None:
         return Route("metered", shape, normal)
-    if any(normal.endswith(free) for free in FREE):
-        return Route("free", None, normal)
-    if any(normal == free or normal.endswith(free) for free in free_paths):
+    if any(normal.endswith(free) for free in FREE) or normal in free_paths:
         return Route("free", None, normal)
     return Route("refused", None, normal)
 

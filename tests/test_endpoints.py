@@ -608,3 +608,30 @@ class TestReusedIds:
             book.record("beta", MODEL, prompt_tokens=100, completion_tokens=50,
                         request_id="r-1")
         assert book.spend("acme") == cost and book.spend("beta") == 0
+
+
+class TestEndpointEdges:
+    """Second-read fixes: other methods, free-path suffixes, the built-in free list."""
+
+    def test_a_write_method_to_a_metered_endpoint_is_refused(self) -> None:
+        """Issue 9 item 1: PUT/PATCH/DELETE to /v1/chat/completions never runs unpriced."""
+        for method in ("PUT", "PATCH", "DELETE", "put"):
+            assert classify(method, "/v1/chat/completions").kind == "refused"
+            assert classify(method, "/v1/messages").kind == "refused"
+        assert classify("DELETE", "/v1/files/file-1").kind == "free"
+        assert classify("GET", "/v1/chat/completions/abc").kind == "free"
+
+    def test_free_paths_match_exactly(self) -> None:
+        """Issue 9 item 1: listing /batches frees /batches, not /v1/messages/batches."""
+        free = normalise_free_paths(["/batches", "/v1/x"])
+        assert classify("POST", "/batches", free).kind == "free"
+        assert classify("POST", "/v1/X/", free).kind == "free"
+        assert classify("POST", "/v1/messages/batches", free).kind == "refused"
+        assert classify("POST", "/other/v1/x", free).kind == "refused"
+
+    def test_the_built_in_free_list_needs_its_version_segment(self) -> None:
+        """Issue 9 item 1: a POST to some /x/models is refused; /v1/models stays free."""
+        assert classify("POST", "/v1/models").kind == "free"
+        assert classify("POST", "/openai/v1/models").kind == "free"
+        assert classify("POST", "/v1/messages/count_tokens").kind == "free"
+        assert classify("POST", "/v1/fine_tuning/models").kind == "refused"
