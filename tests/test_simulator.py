@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from ledger.testing.simulator import (
     DEFAULT_REPLY_WORDS,
+    EMBEDDING_DIMENSIONS,
     Behavior,
     RunAPISimulator,
     prompt_tokens,
@@ -161,6 +162,116 @@ class TestOpenAI:
         assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (1000, 7)
         assert r.usage.prompt_tokens_details is not None
         assert r.usage.prompt_tokens_details.cached_tokens == 600
+
+
+# --- Responses, Completions, Embeddings --------------------------------------------------------
+
+R_INPUT = "count the apples please"
+R_INSTRUCTIONS = "be terse"
+R_PROMPT_TOKENS = 3 + 4 + 2  # the input as one user item + its words + instructions' words
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    """(event type, JSON data) of each event of an SSE body."""
+    out: list[tuple[str, Any]] = []
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        kind = next((ln[len("event: "):] for ln in lines if ln.startswith("event: ")), "")
+        data = next((ln[len("data: "):] for ln in lines if ln.startswith("data: ")), None)
+        if data is not None:
+            out.append((kind, data if data == "[DONE]" else json.loads(data)))
+    return out
+
+
+class TestResponses:
+    def test_non_stream(self, sim: RunAPISimulator, oai: openai.OpenAI) -> None:
+        """/v1/responses answers a response object: output message, usage with its details."""
+        sim.enqueue(Behavior(cached_tokens=4))
+        r = oai.responses.create(model=MODEL, input=R_INPUT, instructions=R_INSTRUCTIONS)
+        assert r.object == "response" and r.status == "completed" and r.id.startswith("resp_")
+        assert r.output_text.split()[:3] == ["Echo:", "count", "the"]
+        assert r.usage is not None
+        assert (r.usage.input_tokens, r.usage.output_tokens) == (R_PROMPT_TOKENS,
+                                                                 DEFAULT_REPLY_WORDS)
+        assert r.usage.total_tokens == R_PROMPT_TOKENS + DEFAULT_REPLY_WORDS
+        assert r.usage.input_tokens_details.cached_tokens == 4
+        assert r.usage.output_tokens_details.reasoning_tokens == 0
+        assert sim.request_count == 1 and sim.api_requests[0].shape == "responses"
+
+    def test_max_output_tokens_makes_it_incomplete(self, oai: openai.OpenAI) -> None:
+        """max_output_tokens cuts the reply: status incomplete, reason max_output_tokens."""
+        r = oai.responses.create(model=MODEL, input=R_INPUT, max_output_tokens=3)
+        assert r.status == "incomplete" and r.incomplete_details is not None
+        assert r.incomplete_details.reason == "max_output_tokens"
+        assert r.usage is not None and r.usage.output_tokens == 3 == len(r.output_text.split())
+
+    def test_stream_event_sequence(self, http: httpx2.Client) -> None:
+        """A stream is OpenAI's typed event sequence, numbered, usage in response.completed."""
+        body = {"model": MODEL, "input": [{"role": "user", "content": R_INPUT}],
+                "stream": True, "max_output_tokens": 50}
+        events = sse_events(http.post("/v1/responses", json=body).text)
+        kinds = [k for k, _ in events]
+        assert kinds[:4] == ["response.created", "response.in_progress",
+                             "response.output_item.added", "response.content_part.added"]
+        assert kinds[4:-4] == ["response.output_text.delta"] * DEFAULT_REPLY_WORDS
+        assert kinds[-4:] == ["response.output_text.done", "response.content_part.done",
+                              "response.output_item.done", "response.completed"]
+        assert all(data["type"] == kind for kind, data in events)
+        assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
+        assert events[0][1]["response"]["usage"] is None
+        text = "".join(d["delta"] for k, d in events if k == "response.output_text.delta")
+        assert events[-4][1]["text"] == text
+        usage = events[-1][1]["response"]["usage"]
+        assert (usage["input_tokens"], usage["output_tokens"]) == (3 + 4, DEFAULT_REPLY_WORDS)
+        assert events[-1][1]["response"]["output"][0]["content"][0]["text"] == text
+
+    def test_stream_helper_and_error_event(self, sim: RunAPISimulator,
+                                           oai: openai.OpenAI) -> None:
+        """The SDK's responses.stream() rebuilds the text; error_event is response.failed."""
+        with oai.responses.stream(model=MODEL, input=R_INPUT) as stream:
+            for _ in stream:
+                pass
+            final = stream.get_final_response()
+        assert final.output_text.startswith("Echo: count") and final.usage is not None
+        sim.enqueue(Behavior(error_event=True))
+        kinds = [e.type for e in oai.responses.create(model=MODEL, input=R_INPUT, stream=True)]
+        assert kinds[-1] == "response.failed" and kinds.count("response.output_text.delta") == 2
+
+    def test_omit_usage_and_cut(self, sim: RunAPISimulator, http: httpx2.Client) -> None:
+        """omit_usage drops the usage key; cut_after breaks the stream before its end."""
+        sim.enqueue(Behavior(omit_usage=True), Behavior(cut_after=1))
+        assert "usage" not in http.post("/v1/responses", json={"model": MODEL,
+                                                               "input": "x"}).json()
+        body = {"model": MODEL, "input": "x", "stream": True}
+        with pytest.raises(httpx2.HTTPError):
+            http.post("/v1/responses", json=body).read()
+
+
+class TestCompletionsAndEmbeddings:
+    def test_completions(self, sim: RunAPISimulator, oai: openai.OpenAI) -> None:
+        """/v1/completions: choices[].text and usage; a stream ends with its usage chunk."""
+        r = oai.completions.create(model=MODEL, prompt="say this now", max_tokens=2)
+        assert r.object == "text_completion" and r.choices[0].text == "Echo: say"
+        assert r.choices[0].finish_reason == "length"
+        assert r.usage is not None and (r.usage.prompt_tokens, r.usage.completion_tokens) == (3, 2)
+        chunks = list(oai.completions.create(model=MODEL, prompt="say this now", stream=True,
+                                             stream_options={"include_usage": True}))
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens == DEFAULT_REPLY_WORDS
+        assert "".join(c.choices[0].text for c in chunks[:-1]).startswith("Echo: say this")
+        assert simulated_usage(sim.api_requests[0].json, shape="completions") == (3, 2)
+
+    def test_embeddings(self, sim: RunAPISimulator, oai: openai.OpenAI) -> None:
+        """/v1/embeddings: a vector per input (base64 or float) and usage prompt/total."""
+        r = oai.embeddings.create(model=MODEL, input=["one two", "three"])  # SDK asks base64
+        assert sim.requests[-1].json["encoding_format"] == "base64"
+        assert [len(d.embedding) for d in r.data] == [EMBEDDING_DIMENSIONS] * 2
+        assert (r.usage.prompt_tokens, r.usage.total_tokens) == (3, 3)
+        floats = oai.embeddings.create(model=MODEL, input="three", encoding_format="float")
+        assert sim.requests[-1].body.count(b"base64") == 0
+        assert floats.data[0].embedding == pytest.approx(r.data[1].embedding, rel=1e-6)
+        assert simulated_usage({"input": [[1, 2, 3], "a b"]}, shape="embeddings") == (5, 0)
+        assert sim.request_count == 2
 
 
 # --- Anthropic shape ---------------------------------------------------------------------------

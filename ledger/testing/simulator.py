@@ -26,6 +26,26 @@ Endpoints
     (usage: input tokens, ``output_tokens`` 1), ``content_block_start``, ``ping``,
     ``content_block_delta`` (``text_delta``) x N, ``content_block_stop``, ``message_delta``
     (``usage.output_tokens`` final), ``message_stop``.
+``POST /v1/responses`` (also ``/responses``)
+    OpenAI Responses shape, as recorded from api.openai.com: a ``response`` object with
+    ``output`` (one ``message`` item, its ``output_text`` part) and ``usage``
+    ``{input_tokens, input_tokens_details.cached_tokens, output_tokens,
+    output_tokens_details.reasoning_tokens, total_tokens}``; status ``incomplete`` when
+    ``max_output_tokens`` cut the reply. A stream is the real typed event sequence
+    ``response.created``, ``response.in_progress``, ``response.output_item.added``,
+    ``response.content_part.added``, ``response.output_text.delta`` x N,
+    ``response.output_text.done``, ``response.content_part.done``,
+    ``response.output_item.done``, ``response.completed`` (or ``response.incomplete``)
+    carrying the usage; each event has its ``sequence_number``; no ``[DONE]``. An
+    ``error_event`` is ``response.failed``.
+``POST /v1/completions`` (also ``/completions``)
+    Legacy Completions: ``choices[].text`` and the Chat Completions ``usage``; a stream of
+    ``text_completion`` chunks, the usage-only chunk when ``stream_options.include_usage``,
+    then ``data: [DONE]``.
+``POST /v1/embeddings`` (also ``/embeddings``)
+    One vector of ``EMBEDDING_DIMENSIONS`` floats per input (base64 float32 when
+    ``encoding_format`` is ``"base64"``, as the OpenAI SDK asks by default) and ``usage``
+    ``{prompt_tokens, total_tokens}``. Never streamed.
 ``POST /v1/messages/count_tokens``
     ``{"input_tokens": N}`` with the rule below (not counted in ``request_count``).
 ``GET /v1/models`` (also ``/models``, ``/v1/models/{id}``)
@@ -39,7 +59,8 @@ Content-Length. Connections are kept alive between requests.
 
 Behaviours
 ----------
-Each ``POST`` to ``/chat/completions`` or ``/messages`` takes the next ``Behavior`` from the
+Each ``POST`` to an API path (chat/completions, messages, responses, completions,
+embeddings) takes the next ``Behavior`` from the
 FIFO queue filled by ``enqueue()``, or ``sim.default`` when the queue is empty (``Behavior()``
 is a normal success). Other paths (models, count_tokens) always behave normally and never
 consume the queue. Every request, on any path, is recorded in ``sim.requests`` *before* its
@@ -55,11 +76,16 @@ Token counting (deterministic, so tests can compute the figures)
 * **prompt tokens** = for each entry of ``messages``: 3 + words of its content; plus the words
   of a top-level ``system`` (Anthropic shape; no +3 for it). So an OpenAI system *message*
   costs 3 more than the same Anthropic ``system`` field;
+  Responses: for each ``input`` item 3 + words of its content (a string ``input`` is one
+  user item; a ``function_call_output`` counts its ``output``), plus the words of
+  ``instructions``. Completions ``prompt`` / Embeddings ``input``: the words of each string
+  (a token array counts one per token), no +3;
 * the **reply** is ``Behavior.reply`` if given; otherwise ``"Echo:"`` followed by the words of
   the last ``user`` message repeated cyclically (``"..."`` if it has none), in total
   ``DEFAULT_REPLY_WORDS`` (20) words joined by single spaces;
 * the **limit** is ``max_completion_tokens`` if it is an int, else ``max_tokens`` if it is an
-  int, else none. A reply with more words than the limit is cut to its first ``limit`` words
+  int, else none (Responses: ``max_output_tokens``; Completions: the first prompt is echoed;
+  Embeddings: no reply, 0 completion tokens). A reply with more words than the limit is cut to its first ``limit`` words
   (joined by single spaces) and the finish reason is ``"length"`` / ``"max_tokens"``,
   otherwise ``"stop"`` / ``"end_turn"``;
 * **completion tokens** = words of the (possibly cut) reply. A stream sends one word (with
@@ -67,10 +93,12 @@ Token counting (deterministic, so tests can compute the figures)
 * ``Behavior.usage = (p, c)`` replaces the reported figures (the reply text is unchanged);
 * ``Behavior.cached_tokens = k`` is reported as OpenAI
   ``usage.prompt_tokens_details.cached_tokens = k`` (``prompt_tokens`` still includes them)
+  (Responses: ``input_tokens_details.cached_tokens``)
   and as Anthropic ``cache_read_input_tokens = k`` with ``input_tokens = max(0, p - k)``
   (Anthropic's input tokens exclude cache reads); ``cache_creation_input_tokens`` is 0.
 
-``simulated_usage(body, behavior)`` returns the ``(prompt, completion)`` pair the simulator
+``simulated_usage(body, behavior, shape)`` (``shape``: a request's ``RecordedRequest.shape``)
+returns the ``(prompt, completion)`` pair the simulator
 reports for a request body (except under ``stream_bytes``, where completion tokens are the
 number of chunks actually sent and ``max_tokens`` is ignored).
 
@@ -85,6 +113,7 @@ them retry after a millisecond (``Behavior.retry_after`` changes or removes this
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import itertools
@@ -94,6 +123,7 @@ import math
 import re
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -105,11 +135,13 @@ from typing import Any, Final, Literal, Self
 
 __all__ = [
     "DEFAULT_REPLY_WORDS",
+    "EMBEDDING_DIMENSIONS",
     "SIMULATED_MODELS",
     "Behavior",
     "RecordedRequest",
     "RunAPISimulator",
     "prompt_tokens",
+    "shape_of_path",
     "simulated_reply",
     "simulated_usage",
 ]
@@ -123,13 +155,20 @@ SIMULATED_MODELS: Final = ("kimi-k2.5", "kimi-k2.6")
 
 _OPENAI_PATHS: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
 _ANTHROPIC_PATHS: Final = frozenset({"/v1/messages", "/messages"})
+_RESPONSES_PATHS: Final = frozenset({"/v1/responses", "/responses"})
+_COMPLETIONS_PATHS: Final = frozenset({"/v1/completions", "/completions"})
+_EMBEDDINGS_PATHS: Final = frozenset({"/v1/embeddings", "/embeddings"})
 _COUNT_TOKENS_PATHS: Final = frozenset({"/v1/messages/count_tokens", "/messages/count_tokens"})
 _MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
 _COALESCE_BYTES: Final = 64 * 1024
 _POLL_INTERVAL: Final = 0.05
 _WORD_PIECE = re.compile(r"\S+\s*")
 
-Shape = Literal["openai", "anthropic"]
+#: The API shape of a request: Chat Completions (``"openai"``), Anthropic Messages, OpenAI
+#: Responses, legacy Completions, Embeddings (the names ``ledger.shapes`` uses).
+Shape = Literal["openai", "anthropic", "responses", "completions", "embeddings"]
+#: Dimensions of a simulated embedding vector.
+EMBEDDING_DIMENSIONS: Final = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +276,11 @@ class RecordedRequest:
     #: Monotonic time at which the request was received.
     received_at: float = field(default=0.0, compare=False)
 
+    @property
+    def shape(self) -> Shape | None:
+        """The API shape of the path (``"responses"`` for ``/v1/responses``...), or ``None``."""
+        return shape_of_path(self.path)
+
 
 # --------------------------------------------------------------------------------------------
 # Token counting
@@ -273,30 +317,95 @@ def _messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [m for m in messages if isinstance(m, Mapping)]
 
 
-def prompt_tokens(body: Mapping[str, Any]) -> int:
-    """Prompt tokens the simulator counts for a request body (see module docs)."""
+def _input_items(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A Responses ``input`` as message-like items (a string is one user message)."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list):
+        return []
+    items: list[Mapping[str, Any]] = []
+    for item in value:
+        if isinstance(item, str):
+            items.append({"role": "user", "content": item})
+        elif isinstance(item, Mapping):
+            if "content" in item:
+                items.append(item)
+            else:  # function_call_output ("output"), function_call ("arguments")
+                text = item.get("output", item.get("arguments"))
+                items.append({"role": item.get("type"), "content": text})
+    return items
+
+
+def _prompt_texts(value: object) -> list[str]:
+    """Completions ``prompt`` / Embeddings ``input``: strings, or token arrays (one word per
+    token, so a token array of n ids counts n)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        if value and all(isinstance(v, int) for v in value):
+            return [" ".join("t" for _ in value)]
+        return [t for v in value for t in _prompt_texts(v)]
+    return []
+
+
+def _guess_shape(body: Mapping[str, Any]) -> Shape:
+    if "messages" in body:
+        return "anthropic" if "system" in body else "openai"
+    if "prompt" in body:
+        return "completions"
+    if "input" in body:
+        return "responses"
+    return "openai"
+
+
+def prompt_tokens(body: Mapping[str, Any], shape: Shape | None = None) -> int:
+    """Prompt tokens the simulator counts for a request body of ``shape`` (see module docs;
+    ``None``: Chat Completions / Messages rules)."""
+    if shape == "responses":
+        total = sum(3 + _words(_text_of(m.get("content"))) for m in _input_items(body))
+        return total + _words(_text_of(body.get("instructions")))
+    if shape == "completions":
+        return sum(_words(t) for t in _prompt_texts(body.get("prompt")))
+    if shape == "embeddings":
+        return sum(_words(t) for t in _prompt_texts(body.get("input")))
     total = sum(3 + _words(_text_of(m.get("content"))) for m in _messages(body))
     return total + _words(_text_of(body.get("system")))
 
 
-def _limit(body: Mapping[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens"):
+def _limit(body: Mapping[str, Any], shape: Shape | None = None) -> int | None:
+    if shape == "embeddings":
+        return 0
+    keys = ("max_output_tokens",) if shape == "responses" else (
+        "max_completion_tokens", "max_tokens")
+    for key in keys:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             return max(0, value)
     return None
 
 
-def simulated_reply(body: Mapping[str, Any], behavior: Behavior | None = None) -> tuple[str, bool]:
-    """The reply text for a request body and whether ``max_tokens`` truncated it."""
-    limit = _limit(body)
+def _last_user_text(body: Mapping[str, Any], shape: Shape | None) -> str:
+    if shape == "completions":
+        texts = _prompt_texts(body.get("prompt"))
+        return texts[0] if texts else ""
+    last_user = ""
+    for message in _input_items(body) if shape == "responses" else _messages(body):
+        if message.get("role") == "user":
+            last_user = _text_of(message.get("content"))
+    return last_user
+
+
+def simulated_reply(body: Mapping[str, Any], behavior: Behavior | None = None,
+                    shape: Shape | None = None) -> tuple[str, bool]:
+    """The reply text for a request body and whether its cap (``max_tokens``,
+    ``max_output_tokens``) truncated it. Embeddings have no reply: ``("", False)``."""
+    if shape == "embeddings":
+        return "", False
+    limit = _limit(body, shape)
     reply = behavior.reply if behavior is not None else None
     if reply is None:
-        last_user = ""
-        for message in _messages(body):
-            if message.get("role") == "user":
-                last_user = _text_of(message.get("content"))
-        base = last_user.split() or ["..."]
+        base = _last_user_text(body, shape).split() or ["..."]
         words = ["Echo:", *itertools.islice(itertools.cycle(base), DEFAULT_REPLY_WORDS - 1)]
         if limit is not None and limit < len(words):
             return " ".join(words[:limit]), True
@@ -307,15 +416,18 @@ def simulated_reply(body: Mapping[str, Any], behavior: Behavior | None = None) -
     return reply, False
 
 
-def simulated_usage(body: Mapping[str, Any], behavior: Behavior | None = None) -> tuple[int, int]:
-    """(prompt tokens, completion tokens) reported for a request body under ``behavior``.
+def simulated_usage(body: Mapping[str, Any], behavior: Behavior | None = None,
+                    shape: Shape | None = None) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) reported for a request body of ``shape`` (a
+    :attr:`RecordedRequest.shape`; ``None``: guessed from the body) under ``behavior``.
 
     Not exact under ``stream_bytes`` (completion tokens = chunks actually sent).
     """
+    shape = shape or _guess_shape(body)
     if behavior is not None and behavior.usage is not None:
-        return behavior.usage
-    text, _ = simulated_reply(body, behavior)
-    return prompt_tokens(body), _words(text)
+        return behavior.usage if shape != "embeddings" else (behavior.usage[0], 0)
+    text, _ = simulated_reply(body, behavior, shape)
+    return prompt_tokens(body, shape), _words(text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +502,8 @@ class _Call:
     behavior: Behavior
     request_id: str
     created: int
+    #: Responses streams: the next ``sequence_number``.
+    sequence: int = 0
 
     @property
     def model(self) -> str:
@@ -398,22 +512,27 @@ class _Call:
 
     @property
     def stream(self) -> bool:
-        return self.body.get("stream") is True
+        return self.body.get("stream") is True and self.shape != "embeddings"
 
     @property
     def include_usage(self) -> bool:
         options = self.body.get("stream_options")
         return isinstance(options, Mapping) and options.get("include_usage") is True
 
+    @property
+    def item_id(self) -> str:
+        """The id of a Responses output message."""
+        return "msg_" + self.request_id.removeprefix("resp_")
+
     def reply(self) -> tuple[str, bool]:
-        return simulated_reply(self.body, self.behavior)
+        return simulated_reply(self.body, self.behavior, self.shape)
 
     def usage(self, completion_tokens: int) -> tuple[int, int, int]:
         """(prompt, completion, cached) to report."""
         b = self.behavior
         if b.usage is not None:
             return b.usage[0], b.usage[1], b.cached_tokens
-        return prompt_tokens(self.body), completion_tokens, b.cached_tokens
+        return prompt_tokens(self.body, self.shape), completion_tokens, b.cached_tokens
 
     def openai_usage(self, completion_tokens: int) -> dict[str, Any]:
         prompt, completion, cached = self.usage(completion_tokens)
@@ -433,6 +552,20 @@ class _Call:
             "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": 0,
         }
+
+    def responses_usage(self, completion_tokens: int) -> dict[str, Any]:
+        prompt, completion, cached = self.usage(completion_tokens)
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        }
+
+    def embeddings_usage(self) -> dict[str, Any]:
+        prompt = self.usage(0)[0]
+        return {"prompt_tokens": prompt, "total_tokens": prompt}
 
     # -- non-stream ----------------------------------------------------------------------
 
@@ -458,7 +591,7 @@ class _Call:
             }
             if not self.behavior.omit_usage:
                 obj["usage"] = self.openai_usage(completion)
-        else:
+        elif self.shape == "anthropic":
             obj = {
                 "id": self.request_id,
                 "type": "message",
@@ -470,12 +603,120 @@ class _Call:
             }
             if not self.behavior.omit_usage:
                 obj["usage"] = self.anthropic_usage(completion)
+        elif self.shape == "responses":
+            obj = self.response_object("incomplete" if truncated else "completed", text,
+                                       usage=completion)
+        elif self.shape == "completions":
+            obj = {
+                "id": self.request_id,
+                "object": "text_completion",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "text": text,
+                        "index": 0,
+                        "logprobs": None,
+                        "finish_reason": "length" if truncated else "stop",
+                    }
+                ],
+            }
+            if not self.behavior.omit_usage:
+                obj["usage"] = self.openai_usage(completion)
+        else:
+            obj = {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": self.embedding(text_in)}
+                    for i, text_in in enumerate(
+                        _prompt_texts(self.body.get("input")) or [""])
+                ],
+                "model": self.model,
+            }
+            if not self.behavior.omit_usage:
+                obj["usage"] = self.embeddings_usage()
         data = json.dumps(obj).encode()
         if self.behavior.malformed:
             return data[: max(1, len(data) * 2 // 3)]  # a valid prefix, cut mid-object
         return data
 
+    def embedding(self, text: str) -> list[float] | str:
+        """A deterministic unit-ish vector for ``text``; base64 of little-endian float32 when
+        the request asks ``encoding_format: "base64"`` (what the OpenAI SDK asks by default)."""
+        seed = sum(map(ord, text)) or 1
+        vector = [((seed * (i + 7)) % 97) / 97.0 for i in range(EMBEDDING_DIMENSIONS)]
+        if self.body.get("encoding_format") == "base64":
+            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        return vector
+
+    def response_object(self, status: str, text: str | None, *,
+                        usage: int | None = None) -> dict[str, Any]:
+        """A Responses ``response`` object (as recorded from api.openai.com): ``text`` None
+        means no output yet; ``usage`` the completion tokens to report (None: ``null``)."""
+        b = self.behavior
+        cap = self.body.get("max_output_tokens")
+        output: list[dict[str, Any]] = []
+        if text is not None:
+            output.append(self.message_item("completed", text))
+        obj: dict[str, Any] = {
+            "id": self.request_id,
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
+            "background": False,
+            "error": None,
+            "incomplete_details": (
+                {"reason": "max_output_tokens"} if status == "incomplete" else None),
+            "instructions": self.body.get("instructions"),
+            "max_output_tokens": cap if isinstance(cap, int) else None,
+            "max_tool_calls": None,
+            "model": self.model,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "prompt_cache_key": None,
+            "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": None,
+            "user": None,
+            "metadata": {},
+        }
+        if usage is not None and not b.omit_usage:
+            obj["usage"] = self.responses_usage(usage)
+        elif b.omit_usage and text is not None:
+            del obj["usage"]
+        return obj
+
+    def message_item(self, status: str, text: str | None) -> dict[str, Any]:
+        content = [] if text is None else [self.text_part(text)]
+        return {"id": self.item_id, "type": "message", "status": status, "content": content,
+                "role": "assistant"}
+
+    @staticmethod
+    def text_part(text: str) -> dict[str, Any]:
+        return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
     # -- stream events -------------------------------------------------------------------
+
+    def responses_event(self, kind: str, **fields: Any) -> bytes:
+        """One Responses stream event: ``event: <kind>`` and its data, numbered."""
+        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return _sse(kind, data)
+
+    def text_event(self, kind: str, **fields: Any) -> bytes:
+        return self.responses_event(kind, item_id=self.item_id, output_index=0,
+                                    content_index=0, **fields)
 
     def openai_chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -492,10 +733,26 @@ class _Call:
             chunk["usage"] = None
         return b"data: " + _dumps(chunk) + b"\n\n"
 
-    def openai_usage_chunk(self, completion_tokens: int) -> bytes:
-        chunk = {
+    def completions_chunk(self, text: str, finish_reason: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {
             "id": self.request_id,
-            "object": "chat.completion.chunk",
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [
+                {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if self.include_usage and not self.behavior.omit_usage:
+            chunk["usage"] = None
+        return b"data: " + _dumps(chunk) + b"\n\n"
+
+    def openai_usage_chunk(self, completion_tokens: int) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self.request_id,
+            "object": "text_completion" if self.shape == "completions"
+            else "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": None,
@@ -506,18 +763,115 @@ class _Call:
 
     def stream_error_event(self) -> bytes:
         b = self.behavior
-        if self.shape == "openai":
+        if self.shape == "anthropic":
             payload = _error_payload(
-                "openai",
-                500,
-                b.error_message or "Simulated error during streaming",
-                b.error_type or "server_error",
-            )
-            return b"data: " + _dumps(payload) + b"\n\n"
-        payload = _error_payload(
-            "anthropic", 529, b.error_message or "Overloaded", b.error_type or "overloaded_error"
-        )
-        return _sse("error", payload)
+                "anthropic", 529, b.error_message or "Overloaded",
+                b.error_type or "overloaded_error")
+            return _sse("error", payload)
+        message = b.error_message or "Simulated error during streaming"
+        if self.shape == "responses":
+            response = self.response_object("failed", None)
+            response["error"] = {"code": b.error_type or "server_error", "message": message}
+            return self.responses_event("response.failed", response=response)
+        payload = _error_payload("openai", 500, message, b.error_type or "server_error")
+        return b"data: " + _dumps(payload) + b"\n\n"
+
+    # -- a stream, shape by shape --------------------------------------------------------
+
+    def preamble(self) -> list[bytes]:
+        if self.shape == "openai":
+            return [self.openai_chunk({"role": "assistant", "content": ""})]
+        if self.shape == "completions":
+            return []
+        if self.shape == "responses":
+            return [
+                self.responses_event("response.created",
+                                     response=self.response_object("in_progress", None)),
+                self.responses_event("response.in_progress",
+                                     response=self.response_object("in_progress", None)),
+                self.responses_event("response.output_item.added", output_index=0,
+                                     item=self.message_item("in_progress", None)),
+                self.text_event("response.content_part.added", part=self.text_part("")),
+            ]
+        message: dict[str, Any] = {
+            "id": self.request_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+        if not self.behavior.omit_usage:
+            start_usage = self.anthropic_usage(1)
+            start_usage["output_tokens"] = 1
+            message["usage"] = start_usage
+        return [
+            _sse("message_start", {"type": "message_start", "message": message}),
+            _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                         "content_block": {"type": "text", "text": ""}}),
+            _sse("ping", {"type": "ping"}),
+        ]
+
+    def malformed_events(self) -> list[bytes]:
+        """A stream event whose JSON is broken, then the stream's normal end marker."""
+        if self.shape in ("openai", "completions"):
+            return [b'data: {"id": "' + self.request_id.encode() + b'", "choices": [{"de\n\n',
+                    b"data: [DONE]\n\n"]
+        if self.shape == "responses":
+            return [b'event: response.output_text.delta\ndata: {"type": "response.output_te\n\n',
+                    self.responses_event("response.completed",
+                                         response=self.response_object("completed", ""))]
+        return [b'event: content_block_delta\ndata: {"type": "content_block_delta", "in\n\n',
+                _sse("message_stop", {"type": "message_stop"})]
+
+    #: Whether one piece's event can be reused for the same piece (not when numbered).
+    @property
+    def cacheable(self) -> bool:
+        return self.shape != "responses"
+
+    def delta_event(self, piece: str) -> bytes:
+        if self.shape == "openai":
+            return self.openai_chunk({"content": piece})
+        if self.shape == "completions":
+            return self.completions_chunk(piece)
+        if self.shape == "responses":
+            return self.text_event("response.output_text.delta", delta=piece, logprobs=[])
+        return _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": piece}})
+
+    def ending(self, sent: int, text: str, truncated: bool) -> list[bytes]:
+        """The events after ``sent`` content pieces (together ``text``)."""
+        b = self.behavior
+        if self.shape in ("openai", "completions"):
+            finish = "length" if truncated else "stop"
+            events = [self.openai_chunk({}, finish) if self.shape == "openai"
+                      else self.completions_chunk("", finish)]
+            if self.include_usage and not b.omit_usage:
+                events.append(self.openai_usage_chunk(sent))
+            return [*events, b"data: [DONE]\n\n"]
+        if self.shape == "responses":
+            status = "incomplete" if truncated else "completed"
+            return [
+                self.text_event("response.output_text.done", text=text, logprobs=[]),
+                self.text_event("response.content_part.done", part=self.text_part(text)),
+                self.responses_event("response.output_item.done", output_index=0,
+                                     item=self.message_item("completed", text)),
+                self.responses_event(f"response.{status}",
+                                     response=self.response_object(status, text, usage=sent)),
+            ]
+        delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "max_tokens" if truncated else "end_turn",
+                      "stop_sequence": None},
+        }
+        if not b.omit_usage:
+            delta["usage"] = {"output_tokens": self.usage(sent)[1]}
+        return [
+            _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _sse("message_delta", delta),
+            _sse("message_stop", {"type": "message_stop"}),
+        ]
 
 
 def _sse(event: str, data: object) -> bytes:
@@ -750,7 +1104,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        api_path = path in _OPENAI_PATHS or path in _ANTHROPIC_PATHS
+        api_path = path in _SHAPE_OF_PATH
         is_api = _is_api_request(self.command, path)
         sim._record(
             RecordedRequest(
@@ -860,7 +1214,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if behavior.known_models is not None and call.model not in behavior.known_models:
             message = (
                 f"The model `{call.model}` does not exist or you do not have access to it."
-                if shape == "openai"
+                if shape != "anthropic"
                 else f"model: {call.model}"
             )
             self._send_json(
@@ -893,73 +1247,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             pieces = iter(_pieces(text))
         stop_at = b.cut_after if b.cut_after is not None else (2 if b.error_event else None)
-        openai = call.shape == "openai"
 
-        # Preamble.
-        if openai:
-            out.send(call.openai_chunk({"role": "assistant", "content": ""}))
-        else:
-            message: dict[str, Any] = {
-                "id": call.request_id,
-                "type": "message",
-                "role": "assistant",
-                "model": call.model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-            }
-            if not b.omit_usage:
-                start_usage = call.anthropic_usage(1)
-                start_usage["output_tokens"] = 1
-                message["usage"] = start_usage
-            out.send(_sse("message_start", {"type": "message_start", "message": message}))
-            out.send(
-                _sse(
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                )
-            )
-            out.send(_sse("ping", {"type": "ping"}))
+        for event in call.preamble():
+            out.send(event)
         if b.malformed:
-            if openai:
-                out.send(b'data: {"id": "' + call.request_id.encode() + b'", "choices": [{"de\n\n')
-                out.send(b"data: [DONE]\n\n")
-            else:
-                out.send(
-                    b'event: content_block_delta\ndata: {"type": "content_block_delta", "in\n\n'
-                )
-                out.send(_sse("message_stop", {"type": "message_stop"}))
+            for event in call.malformed_events():
+                out.send(event)
             out.finish()
             return
 
         # Content.
         cache: dict[str, bytes] = {}
+        sent_text: list[str] = []
         sent = 0
         for piece in pieces:
             if stop_at is not None and sent >= stop_at:
                 break
             if b.stream_bytes is not None and out.bytes_sent >= b.stream_bytes:
                 break
-            event = cache.get(piece)
-            if event is None:
-                if openai:
-                    event = call.openai_chunk({"content": piece})
-                else:
-                    event = _sse(
-                        "content_block_delta",
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": piece},
-                        },
-                    )
-                if len(cache) < 1024:
-                    cache[piece] = event
-            out.send(event)
+            cached = cache.get(piece)
+            if cached is None:
+                cached = call.delta_event(piece)
+                if call.cacheable and len(cache) < 1024:
+                    cache[piece] = cached
+            out.send(cached)
+            if b.stream_bytes is None:
+                sent_text.append(piece)
             sent += 1
 
         # Ending.
@@ -970,33 +1283,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 out.cut()
             return
-        if openai:
-            out.send(call.openai_chunk({}, "length" if truncated else "stop"))
-            if call.include_usage and not b.omit_usage:
-                out.send(call.openai_usage_chunk(sent))
-            out.send(b"data: [DONE]\n\n")
-        else:
-            out.send(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
-            delta: dict[str, Any] = {
-                "type": "message_delta",
-                "delta": {
-                    "stop_reason": "max_tokens" if truncated else "end_turn",
-                    "stop_sequence": None,
-                },
-            }
-            if not b.omit_usage:
-                delta["usage"] = {"output_tokens": call.usage(sent)[1]}
-            out.send(_sse("message_delta", delta))
-            out.send(_sse("message_stop", {"type": "message_stop"}))
+        for event in call.ending(sent, "".join(sent_text), truncated):
+            out.send(event)
         out.finish()
 
 
+_SHAPE_OF_PATH: Final[dict[str, Shape]] = {
+    **dict.fromkeys(_OPENAI_PATHS, "openai"),
+    **dict.fromkeys(_ANTHROPIC_PATHS, "anthropic"),
+    **dict.fromkeys(_RESPONSES_PATHS, "responses"),
+    **dict.fromkeys(_COMPLETIONS_PATHS, "completions"),
+    **dict.fromkeys(_EMBEDDINGS_PATHS, "embeddings"),
+}
+
+
 def _is_api_request(method: str, path: str) -> bool:
-    return method == "POST" and (path in _OPENAI_PATHS or path in _ANTHROPIC_PATHS)
+    return method == "POST" and path in _SHAPE_OF_PATH
 
 
 def _shape_of(path: str) -> Shape:
-    return "anthropic" if "/messages" in path else "openai"
+    """The shape of an API path (error bodies: Anthropic's for ``/messages``, else OpenAI's)."""
+    return _SHAPE_OF_PATH.get(path, "anthropic" if "/messages" in path else "openai")
+
+
+def shape_of_path(path: str) -> Shape | None:
+    """The shape the simulator serves on ``path`` (``None``: not an API call path)."""
+    return _SHAPE_OF_PATH.get(path)
 
 
 def _pieces(text: str) -> list[str]:
@@ -1161,7 +1473,8 @@ class RunAPISimulator:
 
     @property
     def request_count(self) -> int:
-        """Number of ``POST /chat/completions`` and ``POST /messages`` requests received.
+        """Number of API calls received: ``POST`` chat/completions, messages, responses,
+        completions and embeddings.
 
         (Also with the ``/v1`` prefix; models, count_tokens and other paths do not count.)
         """
@@ -1185,4 +1498,6 @@ class RunAPISimulator:
     def _new_id(self, shape: Shape) -> str:
         with self._lock:
             n = next(self._ids)
-        return f"chatcmpl-sim{n:06d}" if shape == "openai" else f"msg_sim{n:06d}"
+        prefix = {"openai": "chatcmpl-sim", "anthropic": "msg_sim", "responses": "resp_sim",
+                  "completions": "cmpl-sim", "embeddings": "emb-sim"}[shape]
+        return f"{prefix}{n:06d}"
