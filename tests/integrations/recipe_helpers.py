@@ -34,7 +34,7 @@ def reported_usage(sim: RunAPISimulator, behavior: Behavior | None = None
                    ) -> list[tuple[int, int]]:
     """(prompt, completion) tokens the simulator reported, one pair per API request it served
     (every request answered under ``behavior``)."""
-    return [simulated_usage(r.json, behavior) for r in sim.api_requests]
+    return [simulated_usage(r.json, behavior, r.shape) for r in sim.api_requests]
 
 
 def assert_billed_exactly(book: Ledger, sim: RunAPISimulator, ledger_events: Events,

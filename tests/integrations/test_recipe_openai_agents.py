@@ -1,6 +1,6 @@
 """Issue 12 item "No recipes": openai-agents on its Chat Completions model, metered through the
 AsyncOpenAI client it is given (docs/INTEGRATIONS.md), billed exactly, refused without a retry.
-(Its default Responses model is in responses_recipes.py until /v1/responses is metered.)"""
+(Its default Responses model is in test_responses_recipes.py.)"""
 
 from __future__ import annotations
 
