@@ -5,6 +5,9 @@ metered, free or refused; null and bad completion caps; the project header; requ
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -516,47 +519,51 @@ class TestCompressedReplies:
 
 
 class TestOpenAtExit:
-    def test_stream_open_at_exit_is_settled(self, tmp_path: Any) -> None:
-        """Issue 9 item 15: a stream still open at interpreter exit is settled, not pending."""
-        import subprocess
-        import sys
-        import textwrap
+    SCRIPT = """
+        import time, ledger
+        from ledger.testing import Behavior, RunAPISimulator
 
-        url = f"sqlite:///{tmp_path}/exit.db"
-        script = textwrap.dedent(f"""
-            import json, time, httpx, ledger
+        sim = RunAPISimulator().start()
+        sim.enqueue(Behavior(chunk_delay=60))  # the stream stays open: one event a minute
+        book = ledger.Ledger(URL)
+        settle = book.store.settle
+        def slow_settle(*args, **kwargs):  # a settle that takes a while, as on a busy DB
+            time.sleep(0.5)
+            return settle(*args, **kwargs)
+        book.store.settle = slow_settle
+        http = book.httpx_client("acme")
+        request = http.build_request("POST", sim.openai_base_url + "/chat/completions",
+            json={"model": "kimi-k2.5", "stream": True, "max_tokens": 30,
+                  "messages": [{"role": "user", "content": "hi"}]})
+        RESPONSE = http.send(request, stream=True)
+        RAW = RESPONSE.iter_raw()   # kept alive: nothing closes the stream before exit
+        assert next(RAW)
+        print(book.budget("acme").held > 0, flush=True)
+    """
 
-            def events():
-                yield b'data: ' + json.dumps({{"choices": [{{"index": 0,
-                    "delta": {{"content": "Hello there"}}}}]}}).encode() + b'\\n\\n'
-                while True:
-                    yield b': keep-alive\\n\\n'
-
-            def handler(request):
-                return httpx.Response(200, headers={{"content-type": "text/event-stream"}},
-                                      content=events())
-
-            book = ledger.Ledger({url!r})
-            settle = book.store.settle
-            def slow_settle(*args, **kwargs):  # a settle that takes a while, as on a busy DB
-                time.sleep(0.5)
-                return settle(*args, **kwargs)
-            book.store.settle = slow_settle
-            http = httpx.Client(transport=ledger.MeteredTransport(
-                book, "acme", wrapped=httpx.MockTransport(handler)))
-            request = http.build_request("POST", "https://runapi.test/v1/chat/completions",
-                json={{"model": "kimi-k2.5", "stream": True, "max_tokens": 30,
-                       "messages": [{{"role": "user", "content": "hi"}}]}})
-            RESPONSE = http.send(request, stream=True)
-            next(RESPONSE.iter_raw())   # read part of it, then exit with it open
-        """)
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=120)
+    def run_and_exit(self, url: str, script: str) -> None:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(script).replace(
+            "URL", repr(url))], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        with Ledger(url) as book:
+        assert done.stdout.strip() == "True"  # the call was held and open when it exited
+
+    def test_stream_open_at_exit_is_settled(self, tmp_path: Any) -> None:
+        """Issue 9 item 15: a stream still open (its iterator alive) at interpreter exit is
+        settled by the atexit hook, not left pending; without the hook it stays pending."""
+        url = f"sqlite:///{tmp_path}/exit.db"
+        self.run_and_exit(url, self.SCRIPT)
+        with Ledger(url, replay_spool=False) as book:
             (row,) = list(book.usage())
-            assert row.status == "cancelled" and row.completion_tokens > 0
+            assert row.status == "cancelled" and row.estimated and row.cost > 0
             assert book.budget("acme").held == 0
+        # The control: the same run with the hook taken out leaves the hold pending, so the
+        # settle above is the hook's doing (not the garbage collector's or the spool's).
+        control = f"sqlite:///{tmp_path}/control.db"
+        self.run_and_exit(control, "import atexit, ledger.transport\n"
+                                   "atexit.unregister(ledger.transport._settle_open_at_exit)\n"
+                          + textwrap.dedent(self.SCRIPT))
+        with Ledger(control, replay_spool=False) as book:
+            assert list(book.usage()) == [] and book.budget("acme").held > 0
 
 
 class TestReusedIds:
