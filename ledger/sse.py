@@ -60,7 +60,7 @@ class StreamMeter:
         max_text_chars: int = MAX_TEXT_CHARS,
     ) -> None:
         if shape not in SHAPES:
-            raise InvalidInput(f"unknown API shape {shape!r}: expected 'openai' or 'anthropic'")
+            raise InvalidInput(f"unknown API shape {shape!r}: expected one of {', '.join(SHAPES)}")
         if max_event_bytes < 1 or max_text_chars < 0:
             raise InvalidInput("max_event_bytes must be positive and max_text_chars not negative")
         self._shape: Shape = shape

@@ -203,6 +203,45 @@ class TestMeteredCall:
             call.settle(reply)
         assert book.spend("acme") == cost(110)
 
+    @pytest.mark.parametrize(("shape", "path", "body"), [
+        ("responses", "/v1/responses", {"input": "count the apples", "max_output_tokens": 30}),
+        ("completions", "/v1/completions", {"prompt": "count the apples", "max_tokens": 30}),
+        ("embeddings", "/v1/embeddings", {"input": ["count the apples", "and pears"]}),
+    ])
+    def test_every_metered_shape_settles_from_its_own_reply(
+            self, book: Ledger, ledger_events: Events, shape: str, path: str,
+            body: dict[str, Any]) -> None:
+        """Issue 9 item 1 (small ones): metered_call(shape="responses"/"completions"/
+        "embeddings") holds by that shape's cap and settles from that shape's usage."""
+        import httpx
+
+        from ledger.testing import RunAPISimulator
+        from ledger.testing.simulator import simulated_usage
+
+        request = {"model": "kimi-k2.5", **body}
+        with RunAPISimulator() as sim, book.metered_call("acme", request, shape=shape) as call:
+            assert call.shape == shape
+            assert call.max_completion_tokens == (0 if shape == "embeddings" else 30)
+            reply = httpx.post(sim.base_url + path, json=request).json()
+            call.settle(reply)
+        event = only_event(book, ledger_events)
+        reported = simulated_usage(request, shape=shape)  # type: ignore[arg-type]
+        assert (event["prompt_tokens"], event["completion_tokens"]) == reported
+        assert event["status"] == "ok" and not event["estimated"] and reported[0] > 0
+        assert book.spend("acme") == cost(sum(reported))
+
+    def test_an_unknown_shape_names_every_shape(self, book: Ledger) -> None:
+        """Issue 9 item 1 (small ones): the shape errors list all five shapes."""
+        from ledger.sse import StreamMeter
+
+        with pytest.raises(InvalidInput) as by_hand:
+            book.metered_call("acme", BODY, shape="gemini")
+        with pytest.raises(InvalidInput) as streamed:
+            StreamMeter("gemini")  # type: ignore[arg-type]
+        for caught in (by_hand, streamed):
+            for name in ("openai", "anthropic", "responses", "completions", "embeddings"):
+                assert name in str(caught.value)
+
     def test_reply_without_usage_is_charged_by_estimate(self, book: Ledger,
                                                         ledger_events: Events) -> None:
         """No usage in the reply: prompt estimate + tokens of its text, flagged estimated."""

@@ -3,7 +3,8 @@
 :class:`~ledger.metering.call.Call`.
 
 Entering the block prepares and holds (steps 1-2); ``call.settle(reply)`` fixes the outcome
-(step 3: usage read from an OpenAI- or Anthropic-shape reply, or given as token counts);
+(step 3: usage read from a reply of the call's shape: Chat Completions, Anthropic Messages,
+Responses, Completions, Embeddings; or given as token counts);
 leaving the block posts or voids the hold with it (step 4).
 """
 
@@ -21,13 +22,21 @@ from ..names import check_name, new_call_id
 from ..records import Hold, Outcome
 from ..shapes import SHAPES, Shape, Usage, body_bytes, load_object
 from ..shapes import anthropic as anthropic_shape
+from ..shapes import completions as completions_shape
+from ..shapes import embeddings as embeddings_shape
 from ..shapes import openai as openai_shape
+from ..shapes import responses as responses_shape
 from .call import Call
 from .meter import Meter
 from .reply import by_estimate, failed, from_usage
 from .request import PreparedCall, guess_shape, prepare
 
 __all__ = ["MeteredCall", "text_of_reply", "usage_of_reply"]
+
+_SHAPE_MODULES: dict[str, Any] = {
+    "openai": openai_shape, "anthropic": anthropic_shape, "responses": responses_shape,
+    "completions": completions_shape, "embeddings": embeddings_shape,
+}
 
 
 def _reply_object(reply: object) -> Mapping[str, Any] | None:
@@ -47,11 +56,16 @@ def _reply_object(reply: object) -> Mapping[str, Any] | None:
         f"reply must be a mapping, JSON bytes/str or an SDK response, not {type(reply).__name__}")
 
 
+def _readers(shape: Shape) -> tuple[Any, ...]:
+    """The shape modules to read a reply with: ``shape``'s first, then Chat Completions and
+    Anthropic (a reply of the other family still has usage worth reading)."""
+    first = _SHAPE_MODULES[shape]
+    return (first, *(m for m in (openai_shape, anthropic_shape) if m is not first))
+
+
 def usage_of_reply(shape: Shape, obj: Mapping[str, Any]) -> Usage | None:
-    """The usage of a reply object, read in ``shape`` first, then in the other shape."""
-    modules = (openai_shape, anthropic_shape) if shape == "openai" else (anthropic_shape,
-                                                                          openai_shape)
-    for module in modules:
+    """The usage of a reply object, read in ``shape`` first, then in the other shapes."""
+    for module in _readers(shape):
         try:
             usage: Usage | None = module.usage_from_object(obj)
         except Exception:  # a reply is untrusted
@@ -62,9 +76,7 @@ def usage_of_reply(shape: Shape, obj: Mapping[str, Any]) -> Usage | None:
 
 
 def text_of_reply(shape: Shape, obj: Mapping[str, Any]) -> str:
-    modules = (openai_shape, anthropic_shape) if shape == "openai" else (anthropic_shape,
-                                                                          openai_shape)
-    for module in modules:
+    for module in _readers(shape):
         try:
             text: str = module.text_from_object(obj)
         except Exception:
@@ -104,7 +116,7 @@ class MeteredCall:
                  request_body: Mapping[str, Any] | bytes | str, shape: str | None = None) -> None:
         check_name(project, "project")
         if shape is not None and shape not in SHAPES:
-            raise InvalidInput(f"shape must be 'openai' or 'anthropic', got {shape!r}")
+            raise InvalidInput(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
         self.meter = meter
         self.project = project
         self.call_id = new_call_id()
@@ -112,7 +124,7 @@ class MeteredCall:
         if shape is None:
             obj = request_body if isinstance(request_body, Mapping) else load_object(self._body)
             shape = guess_shape(obj or {})
-        self.shape: Shape = "anthropic" if shape == "anthropic" else "openai"
+        self.shape: Shape = next(s for s in SHAPES if s == shape)
         self.prepared: PreparedCall | None = None
         self._call: Call | None = None
         self.hold: Hold | None = None
