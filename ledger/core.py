@@ -96,8 +96,9 @@ class Ledger:
         self.fail_open = fail_open
         #: A metered OpenAI-shape call that sets no completion cap is sent with
         #: ``max_tokens = default_max_tokens``, so what it can cost is what was held: hard
-        #: budgets stay hard. ``send_default_cap=False`` sends it uncapped (the hold still
-        #: assumes the default cap; the actual cost is settled even if it is more).
+        #: budgets stay hard. ``send_default_cap=False`` sends a body with no cap field as
+        #: written, uncapped (the hold still assumes the default cap; the actual cost is
+        #: settled even if it is more); a cap field sent as null still gets the default cap.
         self.send_default_cap = send_default_cap
         #: Refuse every metered call of a project with no budget (code ``no_budget``).
         self.require_budget = bool(require_budget)

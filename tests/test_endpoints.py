@@ -327,6 +327,57 @@ class TestCaps:
                                     extra_body={"max_tokens": None})
         assert upstream.body()["max_tokens"] == book.default_max_tokens
 
+    @pytest.mark.parametrize(("path", "body", "sent_cap"), [
+        ("/chat/completions", {"messages": MESSAGES, "max_tokens": None}, "max_tokens"),
+        ("/chat/completions", {"messages": MESSAGES, "max_completion_tokens": None},
+         "max_tokens"),
+        ("/responses", {"input": "Say hello", "max_output_tokens": None}, "max_output_tokens"),
+        ("/completions", {"prompt": "Say hello", "max_tokens": None}, "max_tokens"),
+    ])
+    def test_null_cap_is_sent_as_held_even_with_send_default_cap_off(
+            self, sqlite_url: str, path: str, body: dict[str, Any], sent_cap: str) -> None:
+        """Issue 9 item 2: with send_default_cap=False a null cap is still sent as the default
+        cap the hold assumed (null is the SDKs' "not given"); only a body with no cap field
+        at all, as the caller asked, goes uncapped."""
+        from ledger.testing import RunAPISimulator
+
+        with RunAPISimulator() as sim, Ledger(sqlite_url, send_default_cap=False) as book, \
+                book.httpx_client("acme") as http:
+            assert http.post(sim.openai_base_url + path,
+                             json={"model": MODEL, **body}).status_code == 200
+            sent = sim.requests[-1].json
+            assert sent[sent_cap] == book.default_max_tokens
+            assert sent.get("max_completion_tokens") is None
+            uncapped = {k: v for k, v in body.items() if v is not None}
+            assert http.post(sim.openai_base_url + path,
+                             json={"model": MODEL, **uncapped}).status_code == 200
+            assert sent_cap not in sim.requests[-1].json  # no field: forwarded as written
+
+    def test_openai_sdk_none_cap_is_capped_with_send_default_cap_off(
+            self, sqlite_url: str) -> None:
+        """Issue 9 item 2: the OpenAI SDK's max_tokens=None (sent as null) reaches the server
+        with the held cap even under send_default_cap=False."""
+        from ledger.testing import RunAPISimulator
+
+        with RunAPISimulator() as sim, Ledger(sqlite_url, send_default_cap=False) as book:
+            sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test",
+                                http_client=book.httpx_client("acme"))
+            sdk.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
+                                        max_tokens=None)
+            assert sim.requests[-1].json["max_tokens"] == book.default_max_tokens
+
+    def test_completions_cap_is_max_tokens_only(self, book: Ledger) -> None:
+        """Issue 9 item 2: a legacy completion with only max_completion_tokens (not one of its
+        fields) is held at the default cap, so the default cap is what is sent."""
+        from ledger.testing import RunAPISimulator
+
+        with RunAPISimulator() as sim, book.httpx_client("acme") as http:
+            http.post(sim.openai_base_url + "/completions",
+                      json={"model": MODEL, "prompt": "Say hello", "max_completion_tokens": 5})
+            assert sim.requests[-1].json["max_tokens"] == book.default_max_tokens
+        (row,) = rows(book)
+        assert row.status == "ok" and not row.estimated
+
     @pytest.mark.parametrize("value", ["100", 1.5, 100.0, True, 0, -3])
     @pytest.mark.parametrize(("path", "field", "extra"), [
         ("/v1/chat/completions", "max_tokens", {"messages": MESSAGES}),

@@ -97,7 +97,13 @@ def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
         raise InvalidInput(f'the {shape} request body has no "model" (a string)')
     check_name(request.model, "model")
     tokens = meter.estimator.estimate(request)
-    cap = meter.default_max_tokens if tokens.capped_by_default and meter.send_default_cap else None
+    # The hold assumes the default cap whenever the call sets none: send it, so the server's
+    # worst case is the one held. ``send_default_cap=False`` leaves a body with no cap field
+    # as written (the caller asked for that), but a cap field sent as null is filled in all
+    # the same: null is how SDKs spell "not given", and forwarding it uncapped while holding
+    # the default is the overspend of issue 9 item 2.
+    send_cap = meter.send_default_cap or null_cap_field(request)
+    cap = meter.default_max_tokens if tokens.capped_by_default and send_cap else None
     forward_body, injected = body_to_forward(request, cap)
     return PreparedCall(
         call_id=call_id or new_call_id(), project=project, shape=shape, model=request.model,
@@ -106,6 +112,21 @@ def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
         capped_by_default=tokens.capped_by_default, started=meter.now(),
         forward_body=forward_body, drop_usage_chunk=injected, secrets=secrets,
     )
+
+
+#: The completion cap fields of each shape that the ledger fills in (Anthropic requires its
+#: ``max_tokens``; embeddings have no completion).
+CAP_FIELDS: dict[str, tuple[str, ...]] = {
+    "openai": ("max_tokens", "max_completion_tokens"),
+    "responses": ("max_output_tokens",),
+    "completions": ("max_tokens",),
+}
+
+
+def null_cap_field(request: CallRequest) -> bool:
+    """The body carries a cap field of its shape set to ``null``."""
+    return any(key in request.body and request.body[key] is None
+               for key in CAP_FIELDS.get(request.shape, ()))
 
 
 def guess_shape(body: Mapping[str, Any]) -> Shape:

@@ -15,6 +15,7 @@ from . import openai as chat
 from .common import (
     StreamEvent,
     cap_field,
+    dump_json,
     error_message,
     event_object,
 )
@@ -22,7 +23,23 @@ from .common import (
 usage_fields = chat.usage_fields
 usage_from_fields = chat.usage_from_fields
 usage_from_object = chat.usage_from_object
-body_to_forward = chat.body_to_forward
+
+
+def body_to_forward(body: Mapping[str, Any], *, stream: bool,
+                    default_cap: int | None) -> tuple[bytes | None, bool]:
+    """As for Chat Completions (stream usage asked for, the default cap sent), except that only
+    ``max_tokens`` caps a legacy completion: a ``max_completion_tokens`` (a Chat Completions
+    field) does not stop the default cap being sent, since it is not what was held."""
+    if default_cap is None or body.get("max_tokens") is not None:
+        return chat.body_to_forward(body, stream=stream, default_cap=None)
+    capped = {**body, "max_tokens": default_cap}
+    new_body, injected = chat.body_to_forward(capped, stream=stream, default_cap=None)
+    if new_body is not None:
+        return new_body, injected
+    try:
+        return dump_json(capped), False
+    except (TypeError, ValueError, RecursionError):  # a hand-built body that is not JSON
+        return None, False
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
