@@ -20,6 +20,7 @@ import pytest
 
 from ledger import Ledger, ManualClock
 from ledger.metering import CALL_ID_HEADER
+from ledger.sse import StreamMeter
 from ledger.transport import MeteredTransport
 from tests.harness.hostile import HostileCase, hostile_cases, hostile_suite
 from tests.harness.oracle import event_rows
@@ -54,16 +55,38 @@ class TestHostileReplies:
 
 class TestGenerator:
     def test_it_covers_every_kind_of_damage(self) -> None:
-        """The seeded generator yields every kind, both shapes, every expectation."""
+        """The seeded generator yields every kind, every shape, every expectation."""
         cases = list(hostile_cases(3, 4000, huge_every=50))
         kinds = Counter(c.kind for c in cases)
-        assert len(kinds) >= 35 and min(v for k, v in kinds.items() if "huge" not in k) >= 20
+        assert len(kinds) >= 49 and min(v for k, v in kinds.items() if "huge" not in k) >= 15
         assert kinds["json/huge-line"] + kinds["sse/huge-line"] == 4000 // 50
-        assert {c.shape for c in cases} == {"openai", "anthropic"}
+        assert {c.shape for c in cases} == {"openai", "anthropic", "responses", "completions",
+                                            "embeddings"}
         assert {c.expect for c in cases} == {"ok-exact", "ok-estimated", "ok", "failed",
                                              "cancelled", "any"}
         assert sum(c.fail_after is not None for c in cases) > 50
         assert any(len(c.body) > 1_000_000 for c in cases)
+
+    def test_it_covers_the_items_of_issue_9(self) -> None:
+        """Issue 9 items 1-3, 5-11: Responses/Completions/Embeddings bodies and streams, null
+        and absent caps, Kimi's usage in choices and top-level cached_tokens, reasoning-only
+        estimates, a missing final Anthropic count, bad details, disagreeing totals, br/zstd
+        encoded 200 streams and bodies."""
+        cases = list(hostile_cases(3, 4000, huge_every=50))
+        by = Counter((c.shape, c.kind) for c in cases)
+        for shape in ("responses", "completions"):
+            for kind in ("sse/valid", "sse/truncated", "sse/error-event", "json/valid",
+                         "json/bad-detail", "json/total-more", "sse/br"):
+                assert by[(shape, kind)] > 0, (shape, kind)
+        assert by[("embeddings", "json/valid")] > 0 and by[("embeddings", "json/zstd")] > 0
+        for kind in ("sse/kimi-choice-usage", "json/top-cached", "sse/reasoning-no-usage"):
+            assert by[("openai", kind)] > 0, kind
+        assert by[("anthropic", "sse/final-usage-missing")] > 0
+        assert {c.content_encoding for c in cases if c.stream} >= {"br", "zstd", "gzip"}
+        assert {c.request_cap for c in cases if c.shape != "embeddings"} >= {500, None,
+                                                                              "absent"}
+        kimi = [c for c in cases if c.kind == "sse/kimi-choice-usage"]
+        assert any(c.body.count(b'"usage"') > 1 for c in kimi)  # n > 1: one per choice
 
     def test_it_is_deterministic_for_a_seed(self) -> None:
         """The same seed makes the same replies, so any failure can be replayed."""
@@ -72,6 +95,46 @@ class TestGenerator:
 
         assert fingerprint(11) == fingerprint(11)
         assert fingerprint(11) != fingerprint(12)
+
+
+#: Stream kinds whose reading has an end (a split can change nothing but where it is cut).
+WHOLE_STREAMS = {"sse/valid", "sse/bad-usage", "sse/no-usage", "sse/crlf", "sse/cr",
+                 "sse/comments", "sse/bom", "sse/after-end", "sse/double-usage",
+                 "sse/bad-detail", "sse/total-more", "sse/reasoning-no-usage",
+                 "sse/final-usage-missing", "sse/kimi-choice-usage", "sse/error-event",
+                 "sse/truncated", "sse/garbled-event", "sse/non-utf8"}
+
+
+def stream_reading(shape: str, chunks: list[bytes], drop: bool = False) -> tuple[Any, ...]:
+    meter = StreamMeter(shape, drop_usage_chunk=drop)  # type: ignore[arg-type]
+    out = b"".join(meter.feed(c) for c in chunks) + meter.finish()
+    return out, meter.usage, meter.text, meter.done, meter.error, meter.garbled
+
+
+class TestEveryOffset:
+    @pytest.mark.timeout(300)
+    def test_generated_streams_read_the_same_split_at_every_byte_offset(self) -> None:
+        """Issue 9 "Done when": one generated stream of each kind and shape (Responses, Kimi's
+        usage in choices, bad details, totals...) cut in two at every byte offset gives the
+        same bytes and the same reading (usage, text, end, error) as in one piece."""
+        picked: dict[tuple[str, str], HostileCase] = {}
+        for case in hostile_cases(5, 6000, huge_every=0):
+            if (case.stream and case.kind in WHOLE_STREAMS and case.content_encoding is None
+                    and case.fail_after is None and case.status == 200
+                    and 0 < len(case.body) <= 1500):
+                picked.setdefault((case.shape, case.kind), case)
+        assert len(picked) >= 60 and {s for s, _ in picked} == {
+            "openai", "anthropic", "responses", "completions"}
+        for (shape, kind), case in picked.items():
+            raw = case.body
+            whole = stream_reading(shape, [raw])
+            assert whole[0] == raw
+            for cut in range(len(raw) + 1):
+                assert stream_reading(shape, [raw[:cut], raw[cut:]]) == whole, (shape, kind, cut)
+            if shape in ("openai", "completions"):  # the ledger asked for the usage: dropped
+                ones = [raw[i:i + 1] for i in range(len(raw))]
+                assert stream_reading(shape, ones, True)[1:] == stream_reading(
+                    shape, [raw], True)[1:], (shape, kind)
 
 
 class TestRegressions:

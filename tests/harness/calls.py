@@ -16,13 +16,23 @@ from .oracle import Seen, StreamOracle, json_usage
 
 def request_body(shape: Shape, *, model: str = MODEL, stream: bool = False,
                  max_tokens: int | None = 100, content: str = "hello there") -> dict[str, Any]:
-    """A chat request of either shape; an OpenAI stream asks for its usage itself."""
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
+    """A request of any shape (chat of either shape, Responses, Completions, Embeddings); an
+    OpenAI-family stream asks for its usage itself."""
+    body: dict[str, Any] = {"model": model}
+    if shape == "responses":
+        body["input"] = content
+    elif shape == "completions":
+        body["prompt"] = content
+    elif shape == "embeddings":
+        body["input"] = [content]
+        return body  # no cap, never streamed
+    else:
+        body["messages"] = [{"role": "user", "content": content}]
     if max_tokens is not None:
-        body["max_tokens"] = max_tokens
+        body["max_output_tokens" if shape == "responses" else "max_tokens"] = max_tokens
     if stream:
         body["stream"] = True
-        if shape == "openai":
+        if shape in ("openai", "completions"):
             body["stream_options"] = {"include_usage": True}
     return body
 

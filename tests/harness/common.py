@@ -16,11 +16,13 @@ from sqlalchemy.engine import make_url
 
 from ledger.clock import ManualClock
 
-Shape = Literal["openai", "anthropic"]
+Shape = Literal["openai", "anthropic", "responses", "completions", "embeddings"]
 PRICE = Decimal("0.020")  # kimi-k2.5 and kimi-k2.6 on a fresh ledger, per 1K tokens
 MODEL = "kimi-k2.5"
 FAKE_API_KEY = "sk-reliability-SECRET-6c1d0e9f2b7a4c58"
-PATHS: dict[str, str] = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+PATHS: dict[str, str] = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
+                         "responses": "/v1/responses", "completions": "/v1/completions",
+                         "embeddings": "/v1/embeddings"}
 HTTPX_ERRORS = (httpx.TransportError, httpx2.TransportError)
 #: The directory holding ``tests/`` (on ``sys.path``, ``tests.harness`` imports).
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -119,7 +119,7 @@ class StreamOracle:
     def _dispatch(self, event: str, data: bytes) -> None:
         if self.done or self.error:
             return
-        if self.shape == "openai" and data == b"[DONE]":
+        if self.shape in ("openai", "completions") and data == b"[DONE]":
             self.done = True
             return
         try:
@@ -130,7 +130,7 @@ class StreamOracle:
         if not isinstance(obj, dict):
             self.garbled = True
             return
-        if self.shape == "openai":
+        if self.shape in ("openai", "completions"):
             if obj.get("error") is not None:
                 self.error = True
             usage = obj.get("usage")
@@ -139,6 +139,17 @@ class StreamOracle:
                 self.completion = _count(usage.get("completion_tokens"))
             return
         kind = obj.get("type") or event
+        if self.shape == "responses":
+            if kind in ("error", "response.failed") or event in ("error", "response.failed"):
+                self.error = True
+            elif kind in ("response.completed", "response.incomplete"):
+                response = obj.get("response")
+                usage = response.get("usage") if isinstance(response, dict) else None
+                if isinstance(usage, dict):
+                    self.prompt = _count(usage.get("input_tokens"))
+                    self.completion = _count(usage.get("output_tokens"))
+                self.done = True
+            return
         if kind == "error" or event == "error":
             self.error = True
         elif kind == "message_start":
@@ -181,8 +192,12 @@ def json_usage(shape: Shape, data: bytes) -> tuple[tuple[int, int] | None, bool]
     usage = obj.get("usage")
     if not isinstance(usage, dict):
         return None, True
-    if shape == "openai":
+    if shape in ("openai", "completions"):
         p, c = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    elif shape == "embeddings":
+        p, c = _count(usage.get("prompt_tokens")), 0
+    elif shape == "responses":
+        p, c = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
     else:
         p, c = _anthropic_prompt(usage), _count(usage.get("output_tokens"))
     return (None if p is None or c is None else (p, c)), True
