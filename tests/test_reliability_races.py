@@ -10,6 +10,11 @@ simulator answers replies of twice the default cap, cut at the ``max_tokens`` it
 * With ``send_default_cap=False`` the call goes uncapped and each call in flight can overshoot
   its hold by (reply − default cap): overspend ≤ 32 × 4096 tokens × price, reported by
   ``scripts/reliability.py --only races``.
+* A cap sent as null (the SDKs' ``max_tokens=None``) is sent as the held default cap even with
+  ``send_default_cap=False``: zero (issue 9 item 2).
+* Calls moved to the raced project by ``X-Ledger-Project`` (a client allowed to bill it), Chat
+  Completions and Responses mixed: zero, and every header naming a project the client is not
+  allowed is refused, never sent (issue 9 items 1, 3).
 """
 
 from __future__ import annotations
@@ -62,3 +67,33 @@ class TestHardBudgetRace:
         bound = 4 * 8 * 4096 * Decimal("0.020") / 1000
         assert figures.extra["overspend_bound"] == bound
         assert 0 <= figures.overspend <= bound
+
+
+class TestRacesOfIssue9:
+    """Null caps, project headers and the Responses API under the same race (SQLite and
+    PostgreSQL)."""
+
+    @pytest.mark.timeout(600)
+    def test_null_caps_never_overspend_even_with_send_default_cap_off(
+            self, any_url: str, tmp_path: Path) -> None:
+        """Issue 9 item 2: "max_tokens": null with send_default_cap=False, replies of 2 × the
+        cap: the held cap is what is sent, so overspend is exactly zero."""
+        figures = race_suite(any_url, with_max_tokens=False, send_default_cap=False,
+                             null_caps=True, calls=CALLS, spool_dir=tmp_path)
+        assert_exact_books(figures)
+        assert figures.extra["overspend_bound"] == 0 and figures.overspend == 0
+
+    @pytest.mark.timeout(600)
+    def test_calls_moved_by_the_project_header_race_on_that_budget(
+            self, any_url: str, tmp_path: Path) -> None:
+        """Issue 9 items 1, 3: Chat Completions and Responses calls billed to the raced project
+        through X-Ledger-Project never overspend it; headers naming a project the client is not
+        allowed are refused (400 project_not_allowed) and never sent."""
+        figures = race_suite(any_url, with_max_tokens=True, via_header=True,
+                             shapes=("openai", "responses"), calls=CALLS, spool_dir=tmp_path)
+        assert figures.problems == []
+        assert figures.extra["bad_headers_refused"] > 0
+        assert figures.calls == 4 * 8 * CALLS
+        assert figures.refused > 0 and figures.admitted > 0 and figures.failed == 0
+        assert (figures.usage_lost, figures.charged_twice, figures.unresolved_holds) == (0, 0, 0)
+        assert figures.overspend == 0

@@ -21,19 +21,29 @@ from ledger.store.schema import events
 from ledger.testing.simulator import Behavior, RunAPISimulator
 
 from .calls import call_sync, request_body
-from .common import PATHS, PRICE, Figures, backend_of, cost, restart_clock
+from .common import PATHS, PRICE, Figures, Shape, backend_of, cost, restart_clock
 from .oracle import Seen, audit, check_event, event_rows
+
+
+#: A tag ending that marks a call sent with a project header the client does not allow.
+BAD_HEADER = ".bad-header"
+CAP_FIELD = {"openai": "max_tokens", "responses": "max_output_tokens"}
 
 
 def _race_process(url: str, base_url: str, project: str, seed: int, threads: int, calls: int,
                   with_max_tokens: bool, default_max_tokens: int, send_default_cap: bool,
-                  spool: str, out: Any) -> None:
+                  spool: str, out: Any, null_caps: bool = False, via_header: bool = False,
+                  shapes: tuple[Shape, ...] = ("openai",)) -> None:
     """One of the racing processes: ``threads`` threads making metered calls, sync httpx,
-    half of them streamed."""
+    half of them streamed. ``null_caps``: an uncapped call sends its cap as null (the SDKs'
+    ``max_tokens=None``). ``via_header``: the client is another project's, allowed to bill
+    ``project``, and every call names it in ``X-Ledger-Project``; about one in seven names a
+    project it is not allowed (a trailing space, another case, another name): refused."""
     try:
         book = Ledger(url, replay_spool=False, default_max_tokens=default_max_tokens,
                       send_default_cap=send_default_cap, spool_path=spool)
-        client = book.httpx_client(project, timeout=120)
+        client = (book.httpx_client(project + "-home", timeout=120, projects=[project])
+                  if via_header else book.httpx_client(project, timeout=120))
         seen_all: list[dict[str, Any]] = []
         lock = threading.Lock()
         go = threading.Barrier(threads)
@@ -42,10 +52,20 @@ def _race_process(url: str, base_url: str, project: str, seed: int, threads: int
             rnd = random.Random(seed * 1000 + tid)
             go.wait()
             for i in range(calls):
-                body = request_body("openai", stream=rnd.random() < 0.5,
+                shape = rnd.choice(shapes)
+                body = request_body(shape, stream=rnd.random() < 0.5,
                                     max_tokens=rnd.randint(20, 1500) if with_max_tokens else None)
-                seen = call_sync(client, base_url + PATHS["openai"], "openai", body,
-                                 tag=f"{seed}.{tid}.{i}")
+                if null_caps and not with_max_tokens:
+                    body[CAP_FIELD[shape]] = None  # issue 9 item 2
+                headers, tag = {}, f"{seed}.{tid}.{i}"
+                if via_header:  # issue 9 item 3
+                    headers = {"X-Ledger-Project": project}
+                    if rnd.random() < 0.15:
+                        headers = {"X-Ledger-Project": rnd.choice(
+                            (project + " ", project.upper(), "other-" + project))}
+                        tag += BAD_HEADER
+                seen = call_sync(client, base_url + PATHS[shape], shape, body, headers=headers,
+                                 tag=tag)
                 with lock:
                     seen_all.append(asdict(seen))
 
@@ -64,7 +84,9 @@ def _race_process(url: str, base_url: str, project: str, seed: int, threads: int
 def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = None,
                processes: int = 4, threads: int = 8, calls: int = 6,
                limit: Decimal | None = None, default_max_tokens: int = 4096,
-               send_default_cap: bool = True, spool_dir: Path | None = None) -> Figures:
+               send_default_cap: bool = True, spool_dir: Path | None = None,
+               null_caps: bool = False, via_header: bool = False,
+               shapes: tuple[Shape, ...] = ("openai",)) -> Figures:
     """``processes`` × ``threads`` metered calls against one hard budget.
 
     The server answers ``reply_tokens`` words (default: twice the default cap), cut at the
@@ -72,10 +94,18 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
     and overspend must be zero. Without it the ledger holds ``default_max_tokens`` and, by
     default, sends that cap with the call: again zero. With ``send_default_cap=False`` the call
     goes uncapped and a longer reply overshoots its hold: overspend is at most
-    (calls in flight) × (reply − default cap) × price, the reported bound.
+    (calls in flight) × (reply − default cap) × price, the reported bound; with
+    ``null_caps`` the uncapped calls send their cap as null, which the ledger fills in with the
+    cap it held whatever ``send_default_cap`` says, so again zero. ``via_header`` and
+    ``shapes``: see :func:`_race_process` (``("openai", "responses")`` mixes in Responses calls).
     """
     suite = "race, max_tokens set" if with_max_tokens else (
-        "race, no max_tokens" + ("" if send_default_cap else ", default cap not sent"))
+        "race, " + ("null max_tokens" if null_caps else "no max_tokens")
+        + ("" if send_default_cap else ", default cap not sent"))
+    if via_header:
+        suite += ", project header"
+    if shapes != ("openai",):
+        suite += ", " + " + ".join(shapes)
     if limit is None:  # small enough that the first wave of calls already contends
         limit = Decimal("0.50") if with_max_tokens else Decimal("2.00")
     figures = Figures(suite, backend_of(url))
@@ -91,7 +121,8 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
         out = ctx.Queue()
         procs = [ctx.Process(target=_race_process, args=(
             url, sim.base_url, project, p, threads, calls, with_max_tokens, default_max_tokens,
-            send_default_cap, str(spool_dir / f"race-{p}.spool"), out))
+            send_default_cap, str(spool_dir / f"race-{p}.spool"), out, null_caps, via_header,
+            shapes))
             for p in range(processes)]
         for p in procs:
             p.start()
@@ -114,6 +145,19 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
     with Ledger(url, replay_spool=False, spool_path=spool_dir / "race.spool",
                 clock=restart_clock()) as book:
         rows = {r["call_id"]: r for r in event_rows(book, events.c.project == project)}
+        bad_headers = [s for s in seen if s.tag.endswith(BAD_HEADER)]
+        for s in bad_headers:
+            if s.refused != "project_not_allowed" or s.status != 400:
+                figures.problem(f"a call naming a project not allowed got {s.status} "
+                                f"{s.refused} ({s.tag})")
+        if via_header:
+            figures.extra["bad_headers_refused"] = sum(
+                1 for s in bad_headers if s.refused == "project_not_allowed")
+            home = event_rows(book, events.c.project.in_(
+                [project + "-home", project + " ", project.upper(), "other-" + project]))
+            if home:
+                figures.problem(f"{len(home)} events went to another project than the header's")
+        seen = [s for s in seen if not s.tag.endswith(BAD_HEADER)]
         admitted = [s for s in seen if s.sent]
         figures.admitted = len(admitted)
         figures.refused = sum(1 for s in seen if s.refused == "budget_exceeded")
@@ -142,7 +186,7 @@ def race_suite(url: str, *, with_max_tokens: bool, reply_tokens: int | None = No
         figures.extra.update({
             "limit": limit, "spent": state.spent, "reply_tokens": words, "default_cap": cap,
             "overspend_bound": processes * threads * max(0, words - cap) * PRICE / 1000
-            if not (with_max_tokens or send_default_cap) else Decimal(0),
+            if not (with_max_tokens or send_default_cap or null_caps) else Decimal(0),
             "refused_events": sum(1 for r in rows.values() if r["status"] == "refused"),
         })
         if figures.refused == 0:
