@@ -24,7 +24,6 @@ from .calls import call_sync, request_body
 from .common import PATHS, PRICE, Figures, Shape, backend_of, cost, restart_clock
 from .oracle import Seen, audit, check_event, event_rows
 
-
 #: A tag ending that marks a call sent with a project header the client does not allow.
 BAD_HEADER = ".bad-header"
 CAP_FIELD = {"openai": "max_tokens", "responses": "max_output_tokens"}
