@@ -131,6 +131,16 @@ def races(run: Run, args: argparse.Namespace) -> None:
             with run.url(backend, "race") as url:
                 run.add(race_suite(url, with_max_tokens=with_max, send_default_cap=send_cap,
                                    calls=args.race_calls, limit=limit, spool_dir=run.work))
+        # Issue 9 items 1-3: null caps with send_default_cap=False; calls billed through
+        # X-Ledger-Project (bad headers refused), Chat Completions and Responses mixed.
+        for options in ({"with_max_tokens": False, "send_default_cap": False, "null_caps": True},
+                        {"with_max_tokens": True, "via_header": True,
+                         "shapes": ("openai", "responses")}):
+            limit = None if args.quick else Decimal(
+                "6.00" if options["with_max_tokens"] else "30.00")
+            with run.url(backend, "race") as url:
+                run.add(race_suite(url, calls=args.race_calls, limit=limit, spool_dir=run.work,
+                                   **options))
 
 
 def hostile(run: Run, args: argparse.Namespace) -> None:

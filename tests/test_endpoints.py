@@ -23,6 +23,8 @@ from ledger import Ledger
 from ledger.endpoints import classify, normalise_free_paths
 from ledger.errors import InvalidInput
 from ledger.money import from_units
+from ledger.testing import Behavior, RunAPISimulator
+from ledger.testing.simulator import simulated_usage
 
 MODEL = "kimi-k2.5"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -187,8 +189,12 @@ class TestUnmeteredEndpoint:
 
 
 class TestNewEndpointsMetered:
-    def test_responses_plain(self, book: Ledger) -> None:
-        """Issue 9 item 1: /v1/responses is metered at its reported usage."""
+    """Against the simulator (the real SDK, real HTTP, the shapes' real objects and event
+    streams) unless the bytes themselves are the point (recorded figures, a cut stream)."""
+
+    def test_responses_plain_recorded_body(self, book: Ledger) -> None:
+        """Issue 9 item 1: /v1/responses is metered at its reported usage (a recorded body with
+        cached and reasoning tokens)."""
         upstream = Upstream(lambda r: httpx.Response(200, json=RESPONSE_BODY))
         with client(book, upstream) as http:
             http.post("/v1/responses", json={"model": MODEL, "input": "Tell me a story"})
@@ -198,22 +204,47 @@ class TestNewEndpointsMetered:
         assert getattr(row, "reasoning_tokens", 20) == 20
         assert upstream.body()["max_output_tokens"] == book.default_max_tokens
 
+    def test_openai_sdk_responses_plain_and_streamed(self, book: Ledger,
+                                                     sim: RunAPISimulator) -> None:
+        """Issue 9 item 1: responses.create, plain and streamed, through the metered client
+        to the simulator: billed at the usage of the response / of response.completed."""
+        sim.enqueue(Behavior(cached_tokens=3), Behavior(cached_tokens=2))
+        sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test", max_retries=0,
+                            http_client=book.httpx_client("acme"))
+        reply = sdk.responses.create(model=MODEL, input="Tell me a story")
+        events = list(sdk.responses.create(model=MODEL, input="Tell me a story", stream=True,
+                                           max_output_tokens=7))
+        assert reply.usage is not None and events[-1].type == "response.incomplete"
+        done = events[-1].response.usage
+        assert done is not None and done.output_tokens == 7
+        assert [(r.status, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.estimated)
+                for r in rows(book)] == [
+            ("ok", reply.usage.input_tokens, reply.usage.output_tokens, 3, False),
+            ("ok", done.input_tokens, 7, 2, False)]
+        assert [r.json["max_output_tokens"] for r in sim.api_requests] == [
+            book.default_max_tokens, 7]
+
     @pytest.mark.parametrize("cap", [None, "absent"])
-    def test_responses_null_cap_gets_the_default(self, book: Ledger, cap: Any) -> None:
+    def test_responses_null_cap_gets_the_default(self, book: Ledger, sim: RunAPISimulator,
+                                                 cap: Any) -> None:
         """Issue 9 items 1, 2: a null or absent max_output_tokens is sent as the default cap."""
-        upstream = Upstream(lambda r: httpx.Response(200, json=RESPONSE_BODY))
         body: dict[str, Any] = {"model": MODEL, "input": "x"}
         if cap != "absent":
             body["max_output_tokens"] = cap
-        with client(book, upstream) as http:
-            http.post("/v1/responses", json=body)
-        assert upstream.body()["max_output_tokens"] == book.default_max_tokens
+        with book.httpx_client("acme") as http:
+            assert http.post(sim.openai_base_url + "/responses", json=body).status_code == 200
+        assert sim.requests[-1].json["max_output_tokens"] == book.default_max_tokens
 
-    def test_responses_stream_at_every_split(self, book: Ledger) -> None:
-        """Issue 9 item 1: a Responses stream is billed from response.completed, however split."""
+    def test_responses_stream_at_every_split(self, book: Ledger, sim: RunAPISimulator) -> None:
+        """Issue 9 item 1: the simulator's Responses stream (OpenAI's whole event sequence)
+        is billed from response.completed, however it is split."""
         from ledger.sse import StreamMeter
 
-        data = responses_stream()
+        sim.enqueue(Behavior(usage=(36, 87), cached_tokens=8, reply="Hi there you"))
+        with httpx.Client() as plain:
+            data = plain.post(sim.openai_base_url + "/responses", json={
+                "model": MODEL, "input": "x", "stream": True}).content
+        assert data.count(b"event: response.") == 4 + 3 + 4
         for cut in range(1, len(data)):
             meter = StreamMeter("responses")
             meter.feed(data[:cut])
@@ -222,9 +253,10 @@ class TestNewEndpointsMetered:
             assert meter.done and meter.usage is not None
             assert (meter.usage.prompt_tokens, meter.usage.completion_tokens,
                     meter.usage.cached_tokens) == (36, 87, 8)
-        upstream = Upstream(sse(data))
-        with client(book, upstream) as http, http.stream(
-                "POST", "/v1/responses",
+            assert meter.text == "Hi there you"
+        sim.enqueue(Behavior(usage=(36, 87), cached_tokens=8))
+        with book.httpx_client("acme") as http, http.stream(
+                "POST", sim.openai_base_url + "/responses",
                 json={"model": MODEL, "input": "x", "stream": True,
                       "max_output_tokens": 200}) as response:
             assert b"response.completed" in b"".join(response.iter_bytes())
@@ -241,69 +273,66 @@ class TestNewEndpointsMetered:
         (row,) = rows(book)
         assert row.status == "failed" and row.cost == 0
 
-    def test_openai_sdk_responses_create(self, book: Ledger) -> None:
-        """Issue 9 item 1: openai.responses.create through the metered client is billed."""
-        sdk = openai.OpenAI(base_url="https://runapi.test/v1", api_key="sk-test", max_retries=0,
-                            http_client=client(book, Upstream(
-                                lambda r: httpx.Response(200, json=RESPONSE_BODY))))
-        reply = sdk.responses.create(model=MODEL, input="Tell me a story")
-        assert reply.usage is not None and reply.usage.output_tokens == 87
+    def test_responses_failed_event_costs_nothing(self, book: Ledger,
+                                                  sim: RunAPISimulator) -> None:
+        """Issue 9 item 1: a Responses stream ending in response.failed is failed at $0."""
+        sim.enqueue(Behavior(error_event=True))
+        sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test", max_retries=0,
+                            http_client=book.httpx_client("acme"))
+        kinds = [e.type for e in sdk.responses.create(model=MODEL, input="x", stream=True)]
+        assert kinds[-1] == "response.failed"
         (row,) = rows(book)
-        assert (row.prompt_tokens, row.completion_tokens) == (36, 87)
+        assert row.status == "failed" and row.cost == 0
 
     @pytest.mark.parametrize("prompt", ["Once upon", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
-    def test_completions(self, book: Ledger, prompt: Any) -> None:
+    def test_completions(self, book: Ledger, sim: RunAPISimulator, prompt: Any) -> None:
         """Issue 9 item 1: /v1/completions (prompt a string or list) is metered; cap sent."""
-        upstream = Upstream(lambda r: httpx.Response(200, json={
-            "id": "cmpl-1", "object": "text_completion", "model": MODEL,
-            "choices": [{"text": " a time", "index": 0, "finish_reason": "length"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}))
-        with client(book, upstream) as http:
-            http.post("/v1/completions", json={"model": MODEL, "prompt": prompt,
-                                               "max_tokens": None})
+        sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test", max_retries=0,
+                            http_client=book.httpx_client("acme"))
+        reply = sdk.completions.create(model=MODEL, prompt=prompt, max_tokens=None)
+        assert reply.usage is not None
         (row,) = rows(book)
-        assert (row.status, row.prompt_tokens, row.completion_tokens) == ("ok", 5, 7)
-        assert upstream.body()["max_tokens"] == book.default_max_tokens
+        assert (row.status, row.prompt_tokens, row.completion_tokens, row.estimated) == (
+            "ok", reply.usage.prompt_tokens, reply.usage.completion_tokens, False)
+        assert sim.requests[-1].json["max_tokens"] == book.default_max_tokens
+        assert (row.prompt_tokens, row.completion_tokens) == simulated_usage(
+            sim.requests[-1].json, shape="completions")
 
-    def test_completions_stream_asks_for_usage(self, book: Ledger) -> None:
-        """Issue 9 item 1: a Completions stream gets include_usage and is billed from it."""
-        chunks = [{"id": "c", "object": "text_completion", "model": MODEL,
-                   "choices": [{"text": "Hi", "index": 0, "finish_reason": None}]},
-                  {"id": "c", "object": "text_completion", "model": MODEL, "choices": [],
-                   "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}]
-        data = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
-        upstream = Upstream(sse(data + b"data: [DONE]\n\n"))
-        with client(book, upstream) as http, http.stream(
-                "POST", "/v1/completions", json={"model": MODEL, "prompt": "x", "stream": True,
-                                                 "max_tokens": 9}) as response:
+    def test_completions_stream_asks_for_usage(self, book: Ledger, sim: RunAPISimulator) -> None:
+        """Issue 9 item 1: a Completions stream gets include_usage and is billed from it; the
+        caller, who did not ask, sees neither the usage chunk nor the usage: null fields."""
+        with book.httpx_client("acme") as http, http.stream(
+                "POST", sim.openai_base_url + "/completions",
+                json={"model": MODEL, "prompt": "say it", "stream": True,
+                      "max_tokens": 9}) as response:
             seen = b"".join(response.iter_bytes())
-        assert upstream.body()["stream_options"] == {"include_usage": True}
-        assert b'"usage"' not in seen  # the usage-only chunk the caller did not ask for
+        assert sim.requests[-1].json["stream_options"] == {"include_usage": True}
+        assert b'"usage"' not in seen and seen.endswith(b"data: [DONE]\n\n")
         (row,) = rows(book)
-        assert (row.prompt_tokens, row.completion_tokens, row.estimated) == (4, 2, False)
+        assert (row.prompt_tokens, row.completion_tokens, row.estimated) == (2, 9, False)
 
     @pytest.mark.parametrize("value", ["hello world", ["a", "b"], [1, 2, 3], [[1, 2], [3, 4]]])
-    def test_embeddings_input_only(self, book: Ledger, value: Any) -> None:
+    def test_embeddings_input_only(self, book: Ledger, sim: RunAPISimulator,
+                                   value: Any) -> None:
         """Issue 9 item 1: /v1/embeddings bills input tokens only; worst case = input estimate."""
         est = book.estimate({"model": MODEL, "input": value}, shape="embeddings")
         assert est.max_completion_tokens == 0 and est.prompt_tokens > 0
-        upstream = Upstream(lambda r: httpx.Response(200, json={
-            "object": "list", "data": [{"object": "embedding", "index": 0,
-                                        "embedding": [0.1, 0.2]}],
-            "model": MODEL, "usage": {"prompt_tokens": 8, "total_tokens": 8}}))
-        with client(book, upstream) as http:
-            http.post("/v1/embeddings", json={"model": MODEL, "input": value})
+        sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test", max_retries=0,
+                            http_client=book.httpx_client("acme"))
+        reply = sdk.embeddings.create(model=MODEL, input=value)  # base64, as the SDK asks
+        assert reply.data and len(reply.data[0].embedding) > 0
         (row,) = rows(book)
-        assert (row.status, row.prompt_tokens, row.completion_tokens) == ("ok", 8, 0)
-        assert "max_tokens" not in upstream.body()
+        assert (row.status, row.prompt_tokens, row.completion_tokens, row.estimated) == (
+            "ok", reply.usage.prompt_tokens, 0, False)
+        assert "max_tokens" not in sim.requests[-1].json
 
-    def test_embeddings_respect_hard_budgets(self, book: Ledger) -> None:
+    def test_embeddings_respect_hard_budgets(self, book: Ledger, sim: RunAPISimulator) -> None:
         """Issue 9 item 1: an embeddings call that cannot fit is refused, never sent."""
         book.set_budget("acme", Decimal("0.0001"))
-        upstream = Upstream()
-        with client(book, upstream) as http:
-            response = http.post("/v1/embeddings", json={"model": MODEL, "input": "x " * 500})
-        assert response.status_code == 402 and upstream.sent == []
+        with book.httpx_client("acme") as http:
+            response = http.post(sim.openai_base_url + "/embeddings",
+                                 json={"model": MODEL, "input": "x " * 500})
+        assert response.status_code == 402 and sim.request_count == 0
 
 
 class TestCaps:
@@ -339,8 +368,6 @@ class TestCaps:
         """Issue 9 item 2: with send_default_cap=False a null cap is still sent as the default
         cap the hold assumed (null is the SDKs' "not given"); only a body with no cap field
         at all, as the caller asked, goes uncapped."""
-        from ledger.testing import RunAPISimulator
-
         with RunAPISimulator() as sim, Ledger(sqlite_url, send_default_cap=False) as book, \
                 book.httpx_client("acme") as http:
             assert http.post(sim.openai_base_url + path,
@@ -357,8 +384,6 @@ class TestCaps:
             self, sqlite_url: str) -> None:
         """Issue 9 item 2: the OpenAI SDK's max_tokens=None (sent as null) reaches the server
         with the held cap even under send_default_cap=False."""
-        from ledger.testing import RunAPISimulator
-
         with RunAPISimulator() as sim, Ledger(sqlite_url, send_default_cap=False) as book:
             sdk = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test",
                                 http_client=book.httpx_client("acme"))
@@ -369,8 +394,6 @@ class TestCaps:
     def test_completions_cap_is_max_tokens_only(self, book: Ledger) -> None:
         """Issue 9 item 2: a legacy completion with only max_completion_tokens (not one of its
         fields) is held at the default cap, so the default cap is what is sent."""
-        from ledger.testing import RunAPISimulator
-
         with RunAPISimulator() as sim, book.httpx_client("acme") as http:
             http.post(sim.openai_base_url + "/completions",
                       json={"model": MODEL, "prompt": "Say hello", "max_completion_tokens": 5})
