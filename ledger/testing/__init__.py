@@ -1,7 +1,8 @@
 """Helpers for testing code that uses runapi-ledger (ours and yours).
 
-* ``RunAPISimulator`` / ``Behavior``: a real loopback HTTP server speaking RunAPI's OpenAI and
-  Anthropic shapes, streaming or not, with failure injection (see ``simulator``).
+* ``RunAPISimulator`` / ``Behavior``: a real loopback HTTP server speaking RunAPI's shapes
+  (Chat Completions, Anthropic Messages, the OpenAI Responses API, legacy Completions,
+  Embeddings), streaming or not, with failure injection (see ``simulator``).
 * ``ManualClock``: time that moves only when told, for budgets, expiry and month boundaries.
 * ``temporary_ledger``: a ledger on a throw-away SQLite file.
 * ``assert_consistent``: the ledger's books balance (running totals equal the events and
