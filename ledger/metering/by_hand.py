@@ -16,27 +16,20 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
+from .. import shapes as shape_modules
 from ..errors import InvalidInput
 from ..money import from_units
 from ..names import check_name, new_call_id
 from ..records import Hold, Outcome
 from ..shapes import SHAPES, Shape, Usage, body_bytes, load_object
 from ..shapes import anthropic as anthropic_shape
-from ..shapes import completions as completions_shape
-from ..shapes import embeddings as embeddings_shape
 from ..shapes import openai as openai_shape
-from ..shapes import responses as responses_shape
 from .call import Call
 from .meter import Meter
 from .reply import by_estimate, failed, from_usage
 from .request import PreparedCall, guess_shape, prepare
 
 __all__ = ["MeteredCall", "text_of_reply", "usage_of_reply"]
-
-_SHAPE_MODULES: dict[str, Any] = {
-    "openai": openai_shape, "anthropic": anthropic_shape, "responses": responses_shape,
-    "completions": completions_shape, "embeddings": embeddings_shape,
-}
 
 
 def _reply_object(reply: object) -> Mapping[str, Any] | None:
@@ -59,7 +52,7 @@ def _reply_object(reply: object) -> Mapping[str, Any] | None:
 def _readers(shape: Shape) -> tuple[Any, ...]:
     """The shape modules to read a reply with: ``shape``'s first, then Chat Completions and
     Anthropic (a reply of the other family still has usage worth reading)."""
-    first = _SHAPE_MODULES[shape]
+    first = getattr(shape_modules, shape)  # ledger.shapes.<shape>
     return (first, *(m for m in (openai_shape, anthropic_shape) if m is not first))
 
 

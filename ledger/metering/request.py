@@ -97,13 +97,13 @@ def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
         raise InvalidInput(f'the {shape} request body has no "model" (a string)')
     check_name(request.model, "model")
     tokens = meter.estimator.estimate(request)
-    # The hold assumes the default cap whenever the call sets none: send it, so the server's
-    # worst case is the one held. ``send_default_cap=False`` leaves a body with no cap field
-    # as written (the caller asked for that), but a cap field sent as null is filled in all
-    # the same: null is how SDKs spell "not given", and forwarding it uncapped while holding
-    # the default is the overspend of issue 9 item 2.
-    send_cap = meter.send_default_cap or null_cap_field(request)
-    cap = meter.default_max_tokens if tokens.capped_by_default and send_cap else None
+    cap = meter.default_max_tokens if tokens.capped_by_default and meter.send_default_cap else None
+    if cap is None and tokens.capped_by_default and null_cap_field(request):
+        # ``send_default_cap=False`` leaves a body with no cap field as written (the caller
+        # asked for that), but a cap sent as null gets the held default all the same: null is
+        # how SDKs spell "not given", and forwarding it uncapped while holding the default is
+        # the overspend of issue 9 item 2.
+        cap = meter.default_max_tokens
     forward_body, injected = body_to_forward(request, cap)
     return PreparedCall(
         call_id=call_id or new_call_id(), project=project, shape=shape, model=request.model,
@@ -114,9 +114,19 @@ def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
     )
 
 
+def guess_shape(body: Mapping[str, Any]) -> Shape:
+    """The API shape of a request body given without one: Anthropic if it has a field only
+    Anthropic's Messages API uses (``system``, ``stop_sequences``, ``top_k``,
+    ``anthropic_version``, ``thinking``), else OpenAI."""
+    for key in ("system", "stop_sequences", "top_k", "anthropic_version", "thinking"):
+        if key in body:
+            return "anthropic"
+    return "openai"
+
+
 #: The completion cap fields of each shape that the ledger fills in (Anthropic requires its
 #: ``max_tokens``; embeddings have no completion).
-CAP_FIELDS: dict[str, tuple[str, ...]] = {
+NULLABLE_CAPS: dict[str, tuple[str, ...]] = {
     "openai": ("max_tokens", "max_completion_tokens"),
     "responses": ("max_output_tokens",),
     "completions": ("max_tokens",),
@@ -126,14 +136,4 @@ CAP_FIELDS: dict[str, tuple[str, ...]] = {
 def null_cap_field(request: CallRequest) -> bool:
     """The body carries a cap field of its shape set to ``null``."""
     return any(key in request.body and request.body[key] is None
-               for key in CAP_FIELDS.get(request.shape, ()))
-
-
-def guess_shape(body: Mapping[str, Any]) -> Shape:
-    """The API shape of a request body given without one: Anthropic if it has a field only
-    Anthropic's Messages API uses (``system``, ``stop_sequences``, ``top_k``,
-    ``anthropic_version``, ``thinking``), else OpenAI."""
-    for key in ("system", "stop_sequences", "top_k", "anthropic_version", "thinking"):
-        if key in body:
-            return "anthropic"
-    return "openai"
+               for key in NULLABLE_CAPS.get(request.shape, ()))
