@@ -397,3 +397,50 @@ def test_window_end_agrees_with_window_bounds() -> None:
         when = at + timedelta(hours=hours)
         for period in ("day", "week", "month", "total"):
             assert window_end(period, when) == window_bounds(period, window_of(period, when))[1]
+
+
+class TestConcurrency:
+    def test_threads_sharing_several_budgets_never_overspend_nor_deadlock(
+            self, book: Ledger) -> None:
+        """8 threads, overlapping budgets (month, day, "*" day, tag week): every hard window
+        stays within its limit, no error but refusals, and the books balance."""
+        import random
+        import threading
+
+        book.set_budget("acme", Decimal("3"))
+        book.set_budget("acme", Decimal("2"), period="day")
+        book.set_budget("acme", Decimal("0.3"), period="day", user="*")
+        book.set_budget("acme", Decimal("1"), period="week", tag="f=x")
+        errors: list[BaseException] = []
+        admitted: list[int] = []
+        barrier = threading.Barrier(8)
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            barrier.wait()
+            for _ in range(25):
+                user = rng.choice(["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", None])
+                tags = rng.choice([{"f": "x"}, {"f": "y"}, None])
+                try:
+                    h = hold(book, "acme", rng.randint(10, 60), rng.randint(0, 60), user=user,
+                             tags=tags)
+                except BudgetExceeded:
+                    continue
+                except BaseException as exc:  # deadlocks, "database is locked", anything
+                    errors.append(exc)
+                    continue
+                used = rng.randint(0, h.est_prompt_tokens)
+                book.store.settle(h.call_id, Outcome("ok", used, 0), book.now())
+                admitted.append(used)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert admitted
+        for w in book.budget_windows("acme"):
+            assert w.settled_units + w.held_units <= w.budget.limit * 10**10, w.label
+        assert book.spend("acme") == Decimal(sum(admitted)) / 1000
+        assert_consistent(book)
