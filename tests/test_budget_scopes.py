@@ -310,6 +310,19 @@ class TestShrink:
         assert full.max_completion_tokens == 4096
         assert_consistent(book)
 
+    def test_a_shrunk_hold_asked_again_is_the_same_hold(self, book: Ledger) -> None:
+        """The same call id with the same ask returns the shrunk hold; a bigger prompt raises."""
+        book.set_budget("acme", Decimal("0.5"))
+        first = book.store.hold("c-1", "acme", M, 100, 4096, book.now(), book.hold_ttl,
+                                NOBODY, 64)
+        again = book.store.hold("c-1", "acme", M, 100, 4096, book.now(), book.hold_ttl,
+                                NOBODY, 64)
+        assert (again.amount_units, again.max_completion_tokens) == (
+            first.amount_units, first.max_completion_tokens) == (5 * 10**9, 400)
+        with pytest.raises(InvalidInput, match="c-1"):
+            book.store.hold("c-1", "acme", M, 101, 4096, book.now(), book.hold_ttl, NOBODY, 64)
+        assert book.budget("acme").held == Decimal("0.5")
+
     def test_shrink_never_goes_below_the_minimum(self, book: Ledger) -> None:
         """When even min_completion_tokens does not fit, the call is refused."""
         book.set_budget("acme", Decimal("0.1"))
