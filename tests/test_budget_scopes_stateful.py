@@ -280,8 +280,8 @@ class ScopedBudgets(RuleBasedStateMachine):
             assert store_key(hold.tightest) in hard
         return call_id
 
-    @rule(call_id=holds, percent=st.integers(0, 150), cached=st.booleans())
-    def settle(self, call_id: str, percent: int, cached: bool) -> None:
+    @rule(call_id=holds, percent=st.integers(0, 150))
+    def settle(self, call_id: str, percent: int) -> None:
         """Settle at the actual cost: up to 1.5 × the cap held (overage is recorded)."""
         h = self.model.get(call_id)
         if h is None:
