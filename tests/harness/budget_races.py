@@ -111,9 +111,9 @@ def _race_process(url: str, project: str, kind: str, users: int, fixed: bool, se
         result = RaceResult()
         lock = threading.Lock()
 
-        def seen(alerts: list[Alert]) -> None:
+        def seen(alert: Alert) -> None:
             with lock:
-                result.alerts_seen.extend(a.id for a in alerts)
+                result.alerts_seen.append(alert.id)
 
         book.on_alert(seen)
         go = threading.Barrier(threads)
