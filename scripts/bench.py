@@ -333,15 +333,14 @@ def bulk_scoped_events(book: Ledger, project: str, count: int, users: int) -> No
             with raw.cursor() as cur, cur.copy(f"COPY events ({names}) FROM STDIN") as copy:
                 for row in rows():
                     copy.write_row([row[c] for c in columns])
-        else:
-            batch: list[dict[str, Any]] = []
-            for row in rows():
-                batch.append(row)
-                if len(batch) == 50_000:
-                    conn.execute(events.insert(), batch)
-                    batch = []
-            if batch:
-                conn.execute(events.insert(), batch)
+        else:  # the driver's own executemany of plain tuples: several times faster
+            raw = conn.connection.driver_connection
+            names = ", ".join(f'"{c}"' for c in columns)
+            marks = ", ".join("?" for _ in columns)
+            raw.executemany(f"INSERT INTO events ({names}) VALUES ({marks})",
+                            ([row[c] for c in columns] for row in rows()))
+        # Rows set_budget may have started (empty: nothing was recorded yet) are replaced.
+        conn.execute(totals.delete().where(totals.c.project == project))
         conn.execute(totals.insert(), [
             {"project": project, "scope": "", "period": "month", "window": "2026-11",
              "settled": month_total, "held": 0},
