@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Benchmarks for runapi-ledger. Every figure in docs/BENCHMARKS.md comes from here.
 
-    python scripts/bench.py [--quick] [--only NAME ...] [--postgres URL]
+    python scripts/bench.py [--quick] [--only NAME ...] [--postgres URL] [NAME ...]
 
 Sections (each prints one block; ratios are measured side by side in the same run):
   holds      hold + settle cycles per second, SQLite and PostgreSQL
   scale      a budget check (hold + settle) with 1M events in the ledger vs with 1K
   metering   a metered call vs a bare httpx call to the same loopback server (interleaved)
   invoice    an invoice for a month of one project with 1M events; usage CSV memory
+  budget-check  the budget check (hold + void; a month budget and a "*" daily budget per end
+             user) at 1M events and 100K end users vs at 1K events; a call matching 4 budgets
+             vs 1 (also: python scripts/bench.py budget-check)
 """
 
 from __future__ import annotations
@@ -290,13 +293,155 @@ def bench_invoice(args: argparse.Namespace) -> None:
                   f"peak RSS {peak:,.0f} MB")
 
 
+BUDGET_CHECK_DAYS = ("2026-11-18", "2026-11-19", "2026-11-20")
+
+
+def bulk_scoped_events(book: Ledger, project: str, count: int, users: int) -> None:
+    """``count`` settled events of ``users`` distinct end users over three days of November,
+    and the running totals they imply (the project's month, each user's day), written in bulk
+    (executemany on SQLite, COPY on PostgreSQL), not through the API."""
+    from sqlalchemy import text
+
+    from ledger.store.schema import events, to_micros, totals
+
+    starts = [to_micros(datetime.fromisoformat(d).replace(tzinfo=timezone.utc))
+              for d in BUDGET_CHECK_DAYS]
+    columns = [c.name for c in events.columns if c.name != "id"]
+    per_user_day: dict[tuple[str, str], int] = {}
+    month_total = 0
+
+    def rows() -> Iterator[dict[str, Any]]:
+        nonlocal month_total
+        for i in range(count):
+            user = f"u{i % users:06d}"
+            day = (i // users) % len(BUDGET_CHECK_DAYS)
+            at = starts[day] + i
+            cost = (150 + i % 50) * 200_000
+            month_total += cost
+            key = (user, BUDGET_CHECK_DAYS[day])
+            per_user_day[key] = per_user_day.get(key, 0) + cost
+            yield {"call_id": f"{project}-{i}", "project": project, "month": "2026-11",
+                   "at": at, "model": "kimi-k2.5", "status": "ok", "estimated": False,
+                   "prompt_tokens": 100 + i % 50, "completion_tokens": 50, "cached_tokens": 0,
+                   "est_prompt_tokens": 100, "input_price": 200_000, "output_price": 200_000,
+                   "cached_price": None, "cost": cost, "http_status": 200, "error": None,
+                   "invoice_id": None, "recorded_at": at, "reasoning_tokens": None,
+                   "user": user, "tags": None}
+
+    with book.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            raw = conn.connection.driver_connection
+            names = ", ".join(f'"{c}"' for c in columns)
+            with raw.cursor() as cur, cur.copy(f"COPY events ({names}) FROM STDIN") as copy:
+                for row in rows():
+                    copy.write_row([row[c] for c in columns])
+        else:  # the driver's own executemany of plain tuples: several times faster
+            raw = conn.connection.driver_connection
+            names = ", ".join(f'"{c}"' for c in columns)
+            marks = ", ".join("?" for _ in columns)
+            raw.executemany(f"INSERT INTO events ({names}) VALUES ({marks})",
+                            ([row[c] for c in columns] for row in rows()))
+        # Rows set_budget may have started (empty: nothing was recorded yet) are replaced.
+        conn.execute(totals.delete().where(totals.c.project == project))
+        conn.execute(totals.insert(), [
+            {"project": project, "scope": "", "period": "month", "window": "2026-11",
+             "settled": month_total, "held": 0},
+            *({"project": project, "scope": f"user:{u}", "period": "day", "window": d,
+               "settled": units, "held": 0} for (u, d), units in per_user_day.items())])
+    if book.engine.dialect.name == "postgresql":  # what autovacuum would do after a load
+        with book.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE events"))
+            conn.execute(text("ANALYZE totals"))
+
+
+def check_cycles(book: Ledger, n: int, project: str, users: list[str],
+                 tags: dict[str, str] | None = None) -> float:
+    """Budget checks per second: a hold (every matching budget reserved) then its void."""
+    from ledger.records import Attribution, Outcome
+
+    store, now, ttl = book.store, book.now(), book.hold_ttl
+    failed = Outcome("failed", error="bench")
+    who = [Attribution.of(u, tags) for u in users]
+    start = time.perf_counter()
+    for i in range(n):
+        call_id = f"chk-{project}-{time.perf_counter_ns()}-{i}"
+        store.hold(call_id, project, "kimi-k2.5", 500, 500, now, ttl,
+                   attribution=who[i % len(who)])
+        store.settle(call_id, failed, now)
+    return n / (time.perf_counter() - start)
+
+
+def interleaved(book: Ledger, runs: dict[str, tuple[str, list[str], dict[str, str] | None]],
+                rounds: int = 10, n: int = 200) -> dict[str, float]:
+    """Median rate of each run, measured in alternating rounds (so drift hits both)."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for project, users, tags in runs.values():  # warm up statements and caches
+        check_cycles(book, 50, project, users, tags)
+    for i in range(rounds):
+        for name in (names if i % 2 else names[::-1]):
+            project, users, tags = runs[name]
+            rates[name].append(check_cycles(book, n, project, users, tags))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def _budget_check_on(label: str, url: str, big: int, big_users: int) -> None:
+    clock = ManualClock(datetime(2026, 11, 20, 15, tzinfo=timezone.utc))
+    with Ledger(url, clock=clock, replay_spool=False) as book:
+        for project in ("small", "big"):
+            book.set_budget(project, Decimal("1000000"))
+            book.set_budget(project, Decimal("1000"), period="day", user="*")
+        bulk_scoped_events(book, "small", 1_000, 100)
+        t0 = time.perf_counter()
+        bulk_scoped_events(book, "big", big, big_users)
+        print(f"  {label}: loaded {big:,} events of {big_users:,} end users in "
+              f"{time.perf_counter() - t0:.1f} s")
+        # Users with rows in today's window (the last day loaded) and users new today.
+        rates = interleaved(book, {
+            "small": ("small", [f"u{i:06d}" for i in range(0, 100, 7)], None),
+            "big": ("big", [f"u{i:06d}" for i in range(0, big_users, big_users // 15)], None),
+        })
+        print(f"  {label}: 1K events: {rates['small']:,.0f} checks/s; {big:,} events and "
+              f"{big_users:,} users: {rates['big']:,.0f} checks/s; "
+              f"ratio {rates['big'] / rates['small']:.2f}")
+        book.set_budget("one", Decimal("1000000"))
+        book.set_budget("four", Decimal("1000000"))
+        book.set_budget("four", Decimal("100000"), period="day")
+        book.set_budget("four", Decimal("1000"), period="day", user="*")
+        book.set_budget("four", Decimal("10000"), period="week", tag="feature=search")
+        users = [f"v{i}" for i in range(20)]
+        tags = {"feature": "search"}
+        rates = interleaved(book, {"one": ("one", users, tags), "four": ("four", users, tags)})
+        print(f"  {label}: a call matching 1 budget: {rates['one']:,.0f} checks/s; 4 budgets: "
+              f"{rates['four']:,.0f} checks/s; ratio {rates['four'] / rates['one']:.2f}")
+
+
+@section
+def bench_budget_check(args: argparse.Namespace) -> None:
+    """The budget check (hold + void) at 1M events and 100K end users vs 1K; 4 budgets vs 1."""
+    big, users = (100_000, 10_000) if args.quick else (1_000_000, 100_000)
+    with tempfile.TemporaryDirectory() as d:
+        _budget_check_on("SQLite", f"sqlite:///{d}/b.db", big, users)
+    with fresh_pg(args.postgres) as url:
+        if url:
+            _budget_check_on("PostgreSQL", url, big, users)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run")
     parser.add_argument("--postgres", default=PG_DEFAULT, help="PostgreSQL URL")
+    parser.add_argument("sections", nargs="*", metavar="NAME",
+                        help="sections to run, as with --only (budget-check = budget_check)")
     args = parser.parse_args()
+    named = [n.replace("-", "_") for n in args.sections]
+    unknown = sorted(set(named) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}: choose from "
+                     f"{', '.join(sorted(SECTIONS))}")
+    args.only = (args.only or []) + named or None
     print(f"# runapi-ledger benchmarks ({time.strftime('%Y-%m-%d')}, Python "
           f"{sys.version.split()[0]}, {os.cpu_count()} cores)")
     for name in args.only or SECTIONS:
