@@ -262,6 +262,7 @@ class TestBodyUser:
 BAD_HEADERS: list[tuple[str, list[tuple[str, str | bytes]]]] = [
     ("control character", [("X-Ledger-User", b"al\x01ice")]),
     ("DEL", [("X-Ledger-User", b"alice\x7f")]),
+    ("line separator", [("X-Ledger-User", "a\u2028b".encode())]),
     ("empty user", [("X-Ledger-User", "")]),
     ("user twice", [("X-Ledger-User", "a"), ("X-Ledger-User", "b")]),
     ("user too long", [("X-Ledger-User", "u" * 201)]),
