@@ -42,6 +42,10 @@ def body_to_forward(body: Mapping[str, Any], *, stream: bool,
         return None, False
 
 
+body_user = chat.body_user
+CAP_FIELDS: tuple[str, ...] = ("max_tokens",)
+
+
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_tokens``."""
     return cap_field(body, "max_tokens")
