@@ -413,3 +413,123 @@ def test_a_worker_killed_mid_delivery_is_finished_by_the_next_run(sqlite_url: st
         assert rec.nothing_after_a_2xx()
     finally:
         rec.close()
+
+
+# -- the command line, on alerts the ledger raised -------------------------------------------
+@pytest.fixture
+def raised(book: Ledger) -> Ledger:
+    """acme $1/month crosses 50% and 100%; bob's $0.10 day crosses 80%: three alerts."""
+    from ledger.records import Attribution, Outcome
+
+    book.set_budget("acme", Decimal("1"), alerts=(50, 100))
+    book.set_budget("beta", Decimal("0.10"), period="day", user="*")
+    for project, tokens, user in (("acme", 30_000, None), ("acme", 25_000, None),
+                                  ("beta", 4_500, "bob")):
+        book.store.record(project, "kimi-k2.5", Outcome("ok", tokens, 0), book.now(),
+                          book.now(), None, attribution=Attribution.of(user))
+    assert len(book.alerts()) == 3
+    return book
+
+
+def cli(url: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    from click.testing import CliRunner
+
+    from ledger.cli import main
+    from ledger.cli.options import CliState
+
+    return CliRunner().invoke(main, ["alerts", "deliver", *args], obj=CliState(db=url),
+                              env={"LEDGER_WEBHOOK_SECRET": SECRET, **(env or {})})
+
+
+class TestCommand:
+    def test_delivers_every_alert_once_signed(self, raised: Ledger, sqlite_url: str,
+                                             receiver: Receiver) -> None:
+        """`ledger alerts deliver` with the secret from $LEDGER_WEBHOOK_SECRET: each alert
+        POSTed once, signed, with the ledger's figures; a second run sends nothing."""
+        result = cli(sqlite_url, "--webhook", receiver.url)
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert result.stdout.splitlines()[-1] == f"3 alerts delivered to {receiver.url}"
+        sent = [json.loads(r.body) for r in receiver.received]
+        assert [(a["project"], a["user"], a["threshold"]) for a in sent] == [
+            ("acme", None, 50), ("acme", None, 100), ("beta", "bob", 80)]
+        assert sent[1]["spent"] == "1.10" and sent[1]["limit"] == "1.00"
+        assert [a["id"] for a in sent] == [a.id for a in raised.alerts()]
+        assert all(verify(r.body, SECRET, r.signature) for r in receiver.received)
+        again = cli(sqlite_url, "--webhook", receiver.url)
+        assert again.exit_code == 0 and "nothing to deliver" in again.stdout
+        assert len(receiver.received) == 3
+        assert SECRET not in result.stdout + result.stderr
+
+    def test_project_and_since_id(self, raised: Ledger, sqlite_url: str,
+                                  receiver: Receiver) -> None:
+        """--project and --since-id choose which alerts a webhook gets."""
+        first = raised.alerts()[0].id
+        assert cli(sqlite_url, "--webhook", receiver.url, "--project", "acme",
+                   "--since-id", str(first)).exit_code == 0
+        assert [json.loads(r.body)["threshold"] for r in receiver.received] == [100]
+
+    @pytest.mark.parametrize("url", ["not a url", "ftp://example.com/", "http://"])
+    def test_a_bad_url_is_one_line_and_exit_2(self, raised: Ledger, sqlite_url: str,
+                                              url: str) -> None:
+        """A malformed --webhook: exit 2, one line, nothing touched."""
+        result = cli(sqlite_url, "--webhook", url)
+        assert result.exit_code == 2 and result.stdout == ""
+        [line] = result.stderr.strip().splitlines()
+        assert "--webhook" in line and "http" in line
+        assert deliveries.rows(raised.store) == []
+
+    def test_no_secret(self, raised: Ledger, sqlite_url: str, receiver: Receiver) -> None:
+        """Neither --secret nor $LEDGER_WEBHOOK_SECRET: exit 2 saying how to give one."""
+        result = cli(sqlite_url, "--webhook", receiver.url, env={"LEDGER_WEBHOOK_SECRET": ""})
+        assert result.exit_code == 2 and "LEDGER_WEBHOOK_SECRET" in result.stderr
+        assert receiver.received == []
+        given = cli(sqlite_url, "--webhook", receiver.url, "--secret", "other",
+                    env={"LEDGER_WEBHOOK_SECRET": ""})
+        assert given.exit_code == 0 and len(receiver.received) == 3
+        assert all(verify(r.body, "other", r.signature) for r in receiver.received)
+
+    def test_unreachable_exit_2_and_nothing_lost(self, raised: Ledger, sqlite_url: str
+                                                 ) -> None:
+        """Nobody listening: one line naming the alert and the target, exit 2; every alert
+        is still there for the next run."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://user:pw@127.0.0.1:{port}/hook"
+        result = cli(sqlite_url, "--webhook", url, "--attempts", "1", "--timeout", "1")
+        assert result.exit_code == 2, (result.stdout, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert f"could not be delivered to http://127.0.0.1:{port}/hook after 1 attempt" in line
+        assert "pw" not in line.replace("http", "")
+        assert all(r.delivered_at is None for r in deliveries.rows(raised.store))
+        rec = Receiver()
+        try:
+            assert cli(sqlite_url, "--webhook", rec.url).exit_code == 0
+            assert len(rec.received) == 3
+        finally:
+            rec.close()
+
+
+def test_the_command_killed_mid_delivery_is_finished_by_the_next_run(raised: Ledger,
+                                                                     sqlite_url: str) -> None:
+    """`python -m ledger alerts deliver` killed (SIGKILL) while the receiver holds alert 2:
+    run again, it delivers 2 (again: it never saw a 2xx) and 3, never 1 again."""
+    ids = [a.id for a in raised.alerts()]
+    rec = Receiver(hang_on=ids[1])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEDGER_WEBHOOK_SECRET": SECRET}
+    command = [sys.executable, "-m", "ledger", "--db", sqlite_url, "alerts", "deliver",
+               "--webhook", rec.url, "--timeout", "0.5"]
+    try:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert rec.hanging.wait(30), proc.communicate(timeout=5)
+        proc.kill()
+        proc.wait(10)
+        rec.release.set()
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines()[-1] == f"2 alerts delivered to {rec.url}"
+        assert [r.alert_id for r in rec.received] == [ids[0], ids[1], ids[1], ids[2]]
+        assert rec.acknowledged() == {i: 1 for i in ids} and rec.nothing_after_a_2xx()
+    finally:
+        rec.close()

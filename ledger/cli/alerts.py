@@ -115,7 +115,7 @@ def deliver(state: CliState, url: str, secret: str | None, follow: bool, interva
         book.store, lambda since: book.alerts(project, since_id=since), url, secret or "",
         send=send, now=book.now, sleep=stop.wait,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
-        lease=timedelta(seconds=3 * timeout + 5), backoff=Backoff(1.0, 60.0, attempts),
+        lease=timedelta(seconds=3 * timeout + 2), backoff=Backoff(1.0, 60.0, attempts),
         since_id=since_id, report=echo)
     try:
         if follow:
