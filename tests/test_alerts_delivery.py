@@ -533,3 +533,66 @@ def test_the_command_killed_mid_delivery_is_finished_by_the_next_run(raised: Led
         assert rec.acknowledged() == {i: 1 for i in ids} and rec.nothing_after_a_2xx()
     finally:
         rec.close()
+
+
+class TestFollow:
+    def test_follow_delivers_new_alerts_as_they_come(self, book: Ledger,
+                                                     receiver: Receiver) -> None:
+        """A following worker delivers alerts raised while it runs, and releases its claims
+        when stopped."""
+        items = alerts(2)
+        stop = threading.Event()
+        w = worker(book, receiver.url, items)
+        thread = threading.Thread(target=w.follow, args=(0.05, stop.is_set))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(receiver.received) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            items.append(FakeAlert(3))
+            while len(receiver.received) < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            thread.join(20)
+        assert receiver.acknowledged() == {1: 1, 2: 1, 3: 1}
+        assert all(r.claimed_by is None for r in deliveries.rows(book.store))
+
+    def test_follow_survives_a_failing_webhook(self, book: Ledger) -> None:
+        """--follow: an alert that fails every attempt is reported and tried again on the next
+        pass, and then delivered; nothing is skipped past it."""
+        rec = Receiver(["500", "500", "500"])
+        lines: list[str] = []
+        stop = threading.Event()
+        w = worker(book, rec.url, alerts(2), backoff=Backoff(0.01, 0.02, 2), lines=lines)
+        thread = threading.Thread(target=w.follow, args=(0.05, stop.is_set))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(rec.acknowledged()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            thread.join(20)
+            rec.close()
+        assert [r.alert_id for r in rec.received] == [1, 1, 1, 1, 2]  # 2 tries, then 2 more
+        assert any("could not be delivered" in line for line in lines)
+        assert rec.acknowledged() == {1: 1, 2: 1}
+
+
+def test_the_following_command_stops_cleanly_on_sigterm(raised: Ledger, sqlite_url: str,
+                                                        receiver: Receiver) -> None:
+    """`ledger alerts deliver --follow`: delivers, then SIGTERM stops it with exit 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEDGER_WEBHOOK_SECRET": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "ledger", "--db", sqlite_url, "alerts",
+                             "deliver", "--webhook", receiver.url, "--follow", "--interval",
+                             "0.2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while len(receiver.received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert len(receiver.received) == 3
+    assert "stopped: 3 alerts delivered" in err and out.count("delivered alert") == 3
