@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar
 
 from .budget import BudgetState
-from .clock import month_bounds, month_of, parse_month
+from .clock import month_bounds, month_of, parse_month, window_bounds, window_of
 from .errors import InvalidInput, LedgerUnavailable
 from .money import (
     from_units,
@@ -56,7 +56,7 @@ from .money import (
     price_from_units,
     round_half_even_to_cent,
 )
-from .records import Budget
+from .records import Budget, BudgetWindow
 from .store import reports as report_queries
 from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
@@ -342,7 +342,7 @@ def budget_report(store: Store, now: datetime, month: str, *,
             forecast=round_half_even_to_cent(forecast), status=state.status, daily=series,
         ))
     return BudgetReport(month, now, days_in_month, elapsed.quantize(Decimal("0.0001")),
-                        tuple(rows), tuple(_lines(store, now, report_instant(month, now))),
+                        tuple(rows), tuple(_lines(store, report_instant(month, now))),
                         by, tuple(spend_by(store, month, by)) if by is not None else ())
 
 
@@ -361,14 +361,10 @@ def budget_lines(store: Store, now: datetime, project: str | None = None) -> lis
     list``)."""
     with contextlib.suppress(LedgerUnavailable):
         store.expire(now)
-    return _lines(store, now, now, project)
+    return _lines(store, now, project)
 
 
-def _lines(store: Store, now: datetime, at: datetime,
-           project: str | None = None) -> list[BudgetLine]:
-    from .clock import window_bounds, window_of
-    from .records import BudgetWindow
-
+def _lines(store: Store, at: datetime, project: str | None = None) -> list[BudgetLine]:
     found = store.windows(at, project)
     seen = {(w.budget.project, w.budget.user, w.budget.tag, w.budget.period) for w in found}
     for b in store.budgets(project, at):  # a "*" budget nobody has used in this window yet
@@ -420,8 +416,6 @@ def _micros(delta: timedelta) -> Decimal:
 def _with_series(store: Store, line: BudgetLine, at: datetime) -> BudgetLine:
     """``line`` with its spend per hour or day, from its window's start (a total budget:
     the last 31 days) to ``at``."""
-    from dataclasses import replace
-
     step = HOUR if line.bucket == "hour" else DAY
     if line.start is not None:
         start = line.start

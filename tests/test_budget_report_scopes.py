@@ -10,6 +10,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -201,3 +202,33 @@ class TestShown:
         spend(book, "acme", "0.01", tags="x=<b>&")
         page = render_html.budget_report(budget_report(book.store, book.now(), "2026-11"))
         assert "<b>&" not in page and "x=&lt;b&gt;&amp;" in page
+
+
+@pytest.mark.parametrize("width", (794, 680, 390))
+def test_the_budget_section_fits_the_page_in_chromium(scoped: Ledger, tmp_path: Path,
+                                                      width: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headless Chromium: with every budget listed and the hot ones charted, nothing is wider
+    than the page (A4, printable, a phone); "at risk" is amber and "warning" amber, never
+    green; "ok" is green."""
+    import test_html_in_browser as browser
+
+    monkeypatch.setattr(browser, "PROBE", browser.PROBE.replace(
+        "const facts = {", "const facts = {states: [...document.querySelectorAll('td.state')]"
+        ".map(t => [t.textContent, getComputedStyle(t).color]),"))
+    long_tag = f"job={'x' * 150}"
+    scoped.set_budget("acme", Decimal("0.05"), period="week", tag=long_tag)
+    spend(scoped, "acme", "0.06", tags=long_tag)  # over its $0.05
+    rep = budget_report(scoped.store, scoped.now(), "2026-11")
+    facts = browser.seen(render_html.budget_report(rep), width, tmp_path)
+    browser.assert_fits(facts)
+    hot = [b for b in rep.budgets if b.hot and b.label != "acme month 2026-11"]
+    assert len(hot) == 3 and facts["charts"] == len(rep.rows) + len(hot)
+    text = facts["text"].replace("\u200b", "")
+    assert "Every budget" in text and "2026-11-09" in text
+    shown = [tuple(s) for s in facts["states"]]
+    assert ("at risk", browser.AMBER) in shown and ("warning", browser.AMBER) in shown
+    assert ("over", browser.RED) in shown and ("ok", browser.GREEN) in shown
+    for b, (_label, colour) in zip(rep.budgets, shown, strict=True):
+        if b.forecast_over:
+            assert colour != browser.GREEN, b.label
