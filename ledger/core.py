@@ -516,11 +516,14 @@ class Ledger:
         return invoices_for_month(self.store, self.now(), month, draft=draft)
 
     def usage(self, *, project: str | None = None, month: str | None = None,
-              model: str | None = None, status: str | None = None) -> Iterator[UsageRow]:
-        """Stream the recorded calls matching the filters, oldest first (flat memory)."""
+              model: str | None = None, status: str | None = None, user: str | None = None,
+              tag: str | None = None) -> Iterator[UsageRow]:
+        """Stream the recorded calls matching the filters, oldest first (flat memory);
+        ``user``: an end user's calls, ``tag`` (``"k=v"``): the calls carrying it."""
         from .reports import usage_rows
 
-        return usage_rows(self.store, project=project, month=month, model=model, status=status)
+        return usage_rows(self.store, project=project, month=month, model=model, status=status,
+                          user=user, tag=tag)
 
     # -- the spool ----------------------------------------------------------------------------
     def replay(self) -> int:
