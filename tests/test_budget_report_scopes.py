@@ -37,9 +37,10 @@ def spend(book: Ledger, project: str, dollars: str, *, user: str | None = None,
 
 
 @pytest.fixture
-def scoped(book: Ledger, clock: ManualClock) -> Ledger:
-    """acme: $50/month, $1.50/day, $0.10/day each user, $5/week on feature=search, $100 in
+def scoped(any_book: Ledger, clock: ManualClock) -> Ledger:
+    """On SQLite and PostgreSQL, acme: $50/month, $1.50/day, $0.10/day each user, $5/week on feature=search, $100 in
     total; by noon on Nov 10: alice $0.09 (search), bob $0.02, and $1.00 untagged."""
+    book = any_book
     book.set_price("m2", Decimal("0.010"), effective_from=NOON - timedelta(days=30))
     book.set_budget("acme", Decimal("50"))
     book.set_budget("acme", Decimal("1.50"), period="day")
@@ -142,12 +143,11 @@ class TestBy:
                                  ("acme", None, 1, "1.00")]
         assert groups("model") == [("acme", "kimi-k2.5", 2, "0.11"), ("acme", "m2", 1, "1.00")]
 
-    def test_cli_by_in_every_format(self, scoped: Ledger, sqlite_url: str,
-                                    clock: ManualClock) -> None:
+    def test_cli_by_in_every_format(self, scoped: Ledger, clock: ManualClock) -> None:
         """`ledger budget report --by user`: a table after the report, JSON groups, CSV rows."""
         def run(*args: str) -> str:
             result = CliRunner().invoke(main, ["budget", "report", *args],
-                                        obj=CliState(db=sqlite_url, clock=clock))
+                                        obj=CliState(db=scoped.url, clock=clock))
             assert result.exit_code == 0, (result.stderr, result.exception)
             return result.stdout
 
@@ -160,7 +160,7 @@ class TestBy:
         assert [(r["model"], r["spent"]) for r in rows] == [("kimi-k2.5", "0.11"),
                                                             ("m2", "1.00")]
         result = CliRunner().invoke(main, ["budget", "report", "--by", "colour"],
-                                    obj=CliState(db=sqlite_url, clock=clock))
+                                    obj=CliState(db=scoped.url, clock=clock))
         assert result.exit_code == 2 and "--by" in result.stderr
 
 
