@@ -79,7 +79,8 @@ class PassResult:
 
 
 class Worker:
-    """Delivers the alerts ``fetch(since_id)`` returns (ids above ``since_id``) to ``url``.
+    """Delivers the ledger's alerts (of ``project``; above ``since_id``) to ``url``:
+    ``fetch(n)`` returns those with ids above ``n`` (``book.alerts(project, since_id=n)``).
 
     ``worker_id`` names this worker in its claims (host and process, say); ``lease`` is how
     long one attempt may take before another worker may take the alert over (longer than
@@ -92,6 +93,7 @@ class Worker:
                  sleep: Callable[[float], object], worker_id: str,
                  lease: timedelta = timedelta(seconds=60), backoff: Backoff = Backoff(),
                  rand: Callable[[], float] = random.random, since_id: int = 0,
+                 project: str | None = None,
                  report: Callable[[str], None] | None = None) -> None:
         if not isinstance(secret, str) or not secret:
             raise InvalidInput("a webhook secret is needed to sign alerts: give --secret S or "
@@ -111,6 +113,9 @@ class Worker:
         self.backoff = backoff
         self.rand = rand
         self.since_id = since_id
+        self.project = project
+        #: Every alert up to this id is delivered to the target (or below ``since_id``).
+        self._floor = since_id
         self.report = report or (lambda _line: None)
 
     def __repr__(self) -> str:  # never the secret
@@ -118,9 +123,16 @@ class Worker:
 
     # -- one alert --------------------------------------------------------------------------
     def pending(self) -> list[AlertLike]:
-        """The alerts not yet known delivered to this target, oldest first."""
-        since = max(self.since_id, deliveries.watermark(self.store, self.target))
-        return sorted(self.fetch(since), key=lambda a: a.id)
+        """The alerts from the oldest one not delivered to this target, oldest first (some
+        after it may be delivered already: :meth:`deliver` skips them)."""
+        first, top = deliveries.first_pending(self.store, self.target, self._floor,
+                                              self.project)
+        if first is None:
+            self._floor = max(self._floor, top)
+            return []
+        self._floor = max(self._floor, first - 1)
+        return sorted((a for a in self.fetch(first - 1) if a.id > self._floor),
+                      key=lambda a: a.id)
 
     def deliver(self, alert: AlertLike) -> bool | None:
         """POST ``alert`` until a 2xx: True once delivered, None if it is delivered already or

@@ -27,7 +27,7 @@ from ledger import Ledger
 from ledger.delivery import Backoff, Worker
 from ledger.errors import DeliveryFailed, InvalidInput
 from ledger.store import deliveries
-from ledger.store.schema import alert_deliveries
+from ledger.store.schema import alert_deliveries, to_micros
 from ledger.webhook import SIGNATURE_HEADER, Attempt, HttpSender, body, sign, target_of, verify
 
 SECRET = "s3cr3t-webhook-key-do-not-leak"
@@ -55,8 +55,21 @@ def alerts(n: int) -> list[FakeAlert]:
             for i in range(1, n + 1)]
 
 
-def source(items: list[FakeAlert]) -> Any:
-    return lambda since: [a for a in items if a.id > since]
+def stored(book: Ledger, items: list[FakeAlert]) -> Any:
+    """Write ``items`` into the ledger's ``alerts`` table (as the store would) and return the
+    worker's source: ``book.alerts(since_id=...)``."""
+    from ledger.store.schema import alerts as alerts_table
+
+    with book.store.write() as conn:
+        for a in items:
+            conn.execute(book.store._insert(alerts_table).values(
+                # a tag of its own per alert, so the unique (budget, window, threshold) holds
+                id=a.id, project=a.project, budget_user="*" if a.user else "",
+                budget_tag=a.tag or f"n={a.id}",
+                period=a.period, window=a.window, user=a.user or "", threshold=a.threshold,
+                spent_units=int(a.spent * 10**10), limit_units=int(a.limit * 10**10),
+                at=to_micros(a.at)).on_conflict_do_nothing(index_elements=["id"]))
+    return lambda since: book.alerts(since_id=since)
 
 
 # -- a real loopback receiver --------------------------------------------------------------
@@ -168,7 +181,7 @@ SHORT = 1.0  # for the receiver's "timeout" outcome, which answers after 2.5 s
 def worker(book: Ledger, url: str, items: list[FakeAlert], *, timeout: float = TIMEOUT,
            backoff: Backoff = FAST, worker_id: str = "w1",
            lease: timedelta = timedelta(seconds=2), lines: list[str] | None = None) -> Worker:
-    return Worker(book.store, source(items), url, SECRET, send=HttpSender(timeout),
+    return Worker(book.store, stored(book, items), url, SECRET, send=HttpSender(timeout),
                   now=now, sleep=time.sleep, worker_id=worker_id, lease=lease,
                   backoff=backoff, report=None if lines is None else lines.append)
 
@@ -208,13 +221,13 @@ class TestPayload:
     def test_a_bad_url_is_refused_with_a_clear_error(self, book: Ledger, url: str) -> None:
         """Not an http(s) URL with a host: InvalidInput naming --webhook, before any work."""
         with pytest.raises(InvalidInput, match="--webhook must be an http"):
-            Worker(book.store, source([]), url, SECRET, send=HttpSender(), now=now,
+            Worker(book.store, stored(book, []), url, SECRET, send=HttpSender(), now=now,
                    sleep=time.sleep, worker_id="w")
 
     def test_no_secret_no_worker(self, book: Ledger) -> None:
         """An unsigned webhook could be forged: the worker refuses to start without a secret."""
         with pytest.raises(InvalidInput, match="LEDGER_WEBHOOK_SECRET"):
-            Worker(book.store, source([]), "http://127.0.0.1:9/", "", send=HttpSender(),
+            Worker(book.store, stored(book, []), "http://127.0.0.1:9/", "", send=HttpSender(),
                    now=now, sleep=time.sleep, worker_id="w")
 
 
@@ -231,7 +244,7 @@ class TestBackoff:
             calls.append(headers["X-Ledger-Delivery-Attempt"])
             return Attempt(False, 503, "HTTP 503 Service Unavailable")
 
-        w = Worker(book.store, source([FakeAlert(1)]), "http://127.0.0.1:9/h", SECRET,
+        w = Worker(book.store, stored(book, [FakeAlert(1)]), "http://127.0.0.1:9/h", SECRET,
                    send=down, now=book.now, sleep=slept.append, worker_id="w",
                    backoff=Backoff(base=1, cap=5, attempts=6), rand=lambda: next(rolls))
         with pytest.raises(DeliveryFailed, match="after 6 attempts: HTTP 503") as info:
@@ -268,7 +281,7 @@ class TestLoopback:
             assert all(verify(r.body, SECRET, r.signature) for r in rec.received)
             assert {json.loads(r.body)["id"] for r in rec.received} == {1, 2, 3, 4}
             assert rec.nothing_after_a_2xx()
-            assert lines[0].startswith("delivered alert 1 (acme month 2026-12: 80%) to "
+            assert lines[0].startswith("delivered alert 1 (acme tag=n=1 month 2026-12: 80%) to "
                                        f"{target_of(rec.url)} after 4 attempts")
             before = len(rec.received)
             assert worker(book, rec.url, items).run().delivered == []
@@ -375,12 +388,13 @@ WORKER_SCRIPT = textwrap.dedent("""
     import sys, time
     from datetime import UTC, datetime, timedelta
     sys.path.insert(0, {tests!r})
-    from test_alerts_delivery import SECRET, alerts, source
+    from test_alerts_delivery import SECRET
     from ledger import Ledger
     from ledger.delivery import Backoff, Worker
     from ledger.webhook import HttpSender
     book = Ledger(sys.argv[1])
-    w = Worker(book.store, source(alerts(5)), sys.argv[2], SECRET, send=HttpSender(5.0),
+    w = Worker(book.store, lambda since: book.alerts(since_id=since), sys.argv[2], SECRET,
+               send=HttpSender(5.0),
                now=lambda: datetime.now(UTC), sleep=time.sleep, worker_id=sys.argv[3],
                lease=timedelta(seconds=2), backoff=Backoff(0.01, 0.05, 5),
                report=lambda line: print(line, flush=True))
@@ -392,8 +406,8 @@ def test_a_worker_killed_mid_delivery_is_finished_by_the_next_run(sqlite_url: st
                                                                   tmp_path: Path) -> None:
     """SIGKILL while alert 3 is in flight (the receiver holds it): a restarted worker
     delivers 3 again (no 2xx was seen: at-least-once), then 4 and 5; 1 and 2 never again."""
-    with Ledger(sqlite_url):
-        pass  # migrated before the worker starts
+    with Ledger(sqlite_url) as book:
+        stored(book, alerts(5))  # and migrated before the worker starts
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT.format(tests=str(ROOT / "tests")))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -556,7 +570,7 @@ class TestFollow:
             deadline = time.monotonic() + 20
             while len(receiver.received) < 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            items.append(FakeAlert(3))
+            stored(book, [FakeAlert(3)])
             while len(receiver.received) < 3 and time.monotonic() < deadline:
                 time.sleep(0.02)
         finally:
@@ -603,3 +617,27 @@ def test_the_following_command_stops_cleanly_on_sigterm(raised: Ledger, sqlite_u
     assert proc.returncode == 0, err
     assert len(receiver.received) == 3
     assert "stopped: 3 alerts delivered" in err and out.count("delivered alert") == 3
+
+
+def test_a_project_filter_never_hides_other_alerts_from_a_later_run(book: Ledger,
+                                                                    receiver: Receiver) -> None:
+    """A run for --project beta, then one for every project, on the same webhook: the second
+    delivers acme's older alerts too and never beta's again."""
+    items = [FakeAlert(1), FakeAlert(2, project="beta"), FakeAlert(3), FakeAlert(4, "beta")]
+    w = worker(book, receiver.url, items)
+    w.project = "beta"
+    w.fetch = lambda since: book.alerts("beta", since_id=since)
+    assert w.run().delivered == [2, 4]
+    assert worker(book, receiver.url, items).run().delivered == [1, 3]
+    assert [r.alert_id for r in receiver.received] == [2, 4, 1, 3]
+    assert worker(book, receiver.url, items).run().delivered == []
+
+
+def test_nothing_pending_reads_no_alerts(book: Ledger, receiver: Receiver) -> None:
+    """Once everything is delivered, a pass asks the source for nothing (cheap polling)."""
+    asked: list[int] = []
+    w = worker(book, receiver.url, alerts(3))
+    real = w.fetch
+    w.fetch = lambda since: asked.append(since) or real(since)
+    assert w.run().delivered == [1, 2, 3] and asked == [0]
+    assert w.run().delivered == [] and asked == [0]

@@ -22,14 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from .ops import Store
 from .schema import alert_deliveries as deliveries
+from .schema import alerts as alerts_table
 from .schema import from_micros, to_micros
 from .unavailable import translated
 
-__all__ = ["Delivery", "claim", "delivered", "failed", "release", "rows", "watermark"]
+__all__ = ["Delivery", "claim", "delivered", "failed", "first_pending", "release", "rows"]
 
 
 @dataclass(frozen=True)
@@ -111,21 +112,23 @@ def release(store: Store, target: str, worker: str) -> int:
 
 
 @translated
-def watermark(store: Store, target: str) -> int:
-    """The highest alert id ``w`` such that every alert up to ``w`` this target has a row for
-    is delivered: the worker asks for the alerts after it. Every alert a worker has looked at
-    has a row (:func:`claim` makes it), so below the first undelivered row all are delivered."""
+def first_pending(store: Store, target: str, after: int, project: str | None = None
+                  ) -> tuple[int | None, int]:
+    """The oldest alert above id ``after`` (of ``project``) not delivered to ``target`` (None:
+    every one is), and the highest alert id above ``after`` (``after`` if none): the worker
+    asks for the alerts from the first and need never look below the second again.
+
+    One anti-join of ``alerts`` with this target's rows, from ``after`` up, on the primary
+    keys of both tables."""
+    a = alerts_table.c
+    joined = alerts_table.outerjoin(
+        deliveries, and_(deliveries.c.alert_id == a.id, deliveries.c.target == target))
+    cond = [a.id > after] if project is None else [a.id > after, a.project == project]
     with store.read() as conn:
-        pending = conn.execute(
-            select(func.min(deliveries.c.alert_id))
-            .where(deliveries.c.target == target, deliveries.c.delivered_at.is_(None))
-        ).scalar_one()
-        if pending is not None:
-            return int(pending) - 1
-        top = conn.execute(
-            select(func.max(deliveries.c.alert_id)).where(deliveries.c.target == target)
-        ).scalar_one()
-    return 0 if top is None else int(top)
+        first = conn.execute(select(func.min(a.id)).select_from(joined)
+                             .where(*cond, deliveries.c.delivered_at.is_(None))).scalar_one()
+        top = conn.execute(select(func.max(a.id)).where(*cond)).scalar_one()
+    return (None if first is None else int(first)), (after if top is None else int(top))
 
 
 @translated
