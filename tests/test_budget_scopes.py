@@ -386,3 +386,14 @@ def test_nobody_is_the_default_attribution() -> None:
             Attribution.of(None, bad)
     with pytest.raises(InvalidInput):
         Attribution.of("*")
+
+
+def test_window_end_agrees_with_window_bounds() -> None:
+    """The hot path's window_end is the end window_bounds gives, across years and weeks."""
+    from ledger.clock import window_end
+
+    at = datetime(2025, 12, 28, 23, 59, 59, 999999, tzinfo=UTC)
+    for hours in range(0, 24 * 400, 7):
+        when = at + timedelta(hours=hours)
+        for period in ("day", "week", "month", "total"):
+            assert window_end(period, when) == window_bounds(period, window_of(period, when))[1]

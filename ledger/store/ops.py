@@ -641,13 +641,14 @@ def _limits(matches: list[Match], month: str) -> list[tuple[CounterKey, int]]:
 def _tightest(matches: list[Match], after: Mapping[CounterKey, tuple[int, int]]
               ) -> BudgetWindow | None:
     """The matching hard budget with the least remaining (after this hold)."""
-    best: BudgetWindow | None = None
+    best: Match | None = None
+    least = 0
     for m in matches:
         if m.budget.hard and m.key in after:
-            window = m.window(*after[m.key])
-            if best is None or window.remaining < best.remaining:
-                best = window
-    return best
+            left = m.limit_units - after[m.key][0] - after[m.key][1]
+            if best is None or left < least:
+                best, least = m, left
+    return None if best is None else best.window(*after[best.key])
 
 
 @dataclass
