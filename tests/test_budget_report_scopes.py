@@ -232,3 +232,25 @@ def test_the_budget_section_fits_the_page_in_chromium(scoped: Ledger, tmp_path: 
     for b, (_label, colour) in zip(rep.budgets, shown, strict=True):
         if b.forecast_over:
             assert colour != browser.GREEN, b.label
+
+
+def test_charts_of_week_month_and_total_windows(book: Ledger, clock: ManualClock) -> None:
+    """A hot budget's chart spans its window: a week by weekday, a user's month by day, a
+    total budget its last 31 days; every bar's title names its day; the y axis is round."""
+    book.set_budget("acme", Decimal("0.10"), period="week", tag="feature=x")
+    book.set_budget("acme", Decimal("0.10"), period="month", user="alice")
+    book.set_budget("acme", Decimal("0.10"), period="total")
+    spend(book, "acme", "0.09", user="alice", tags="feature=x",
+          at=datetime(2026, 11, 9, 8, tzinfo=UTC))
+    rep = budget_report(book.store, book.now(), "2026-11")
+    charts = {b.budget.period: render_html.budget_chart(b) for b in rep.budgets if b.hot}
+    assert set(charts) == {"week", "month", "total"}
+    week = charts["week"]
+    assert all(f">{d}</text>" in week for d in ("Mon", "Tue", "Sun"))
+    assert "<title>2026-11-09: $0.09</title>" in week
+    assert ">22</text>" in charts["month"] and ">30</text>" in charts["month"]
+    assert "<title>2026-11-09: $0.09</title>" in charts["total"]
+    assert ">10-11</text>" in charts["total"] or ">11-10</text>" in charts["total"]
+    for svg in charts.values():
+        assert svg.startswith("<svg") and svg.endswith("</svg>")
+        assert re.search(r'class="tick">\$0(\.0+)?<', svg)
