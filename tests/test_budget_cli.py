@@ -73,7 +73,7 @@ class TestSet:
                      "feature=search", "--soft"))
         assert "per ISO week (soft" in out
         out = ok(run("budget", "set", "acme", "100", "--period", "total", "--alerts", "none"))
-        assert "in total (prepaid credit" in out and "no alerts" in out
+        assert "in total, prepaid credit" in out and "no alerts" in out
         scopes = {(b.period, b.user, b.tag, b.limit, b.hard, b.alerts)
                   for b in book.budgets("acme")}
         assert scopes == {

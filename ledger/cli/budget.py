@@ -27,7 +27,7 @@ from .options import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 PER = {"day": "per UTC day", "week": "per ISO week", "month": "per month",
-       "total": "in total (prepaid credit: never resets)"}
+       "total": "in total, prepaid credit that never resets"}
 
 
 def scope_options(fn: F) -> F:
@@ -219,12 +219,7 @@ def report(state: CliState, month: str | None, by: str | None, fmt: str,
       ledger budget report --by user
       ledger budget report --format html --output budgets.html
     """
-    from ..clock import month_of
-    from ..reports import budget_report
-
-    book = state.open()
-    now = book.now()
-    rep = budget_report(book.store, now, month or month_of(now), by=by)
+    rep = state.open().budget_report(month, by=by)
     with text_output(output) as out:
         if fmt == "json":
             render_json.write(rep.to_dict(), out)
