@@ -36,6 +36,8 @@ __all__ = ["SECRET_ENV", "SIGNATURE_HEADER", "AlertLike", "Attempt", "HttpSender
 
 SIGNATURE_HEADER = "X-Ledger-Signature"
 SECRET_ENV = "LEDGER_WEBHOOK_SECRET"
+#: The longest webhook URL (deliveries are remembered under it, ``String(1000)``).
+MAX_URL = 1000
 _SECRET_NAME = ("key", "token", "sig", "signature", "secret", "password", "passwd", "pwd",
                 "credential", "credentials", "auth", "authorization", "session", "code", "jwt")
 
@@ -104,6 +106,8 @@ def check_url(url: str) -> str:
         raise InvalidInput(f"--webhook must be an http:// or https:// URL with a host (e.g. "
                            f"https://hooks.example.com/ledger), got {shown!r}")
     del port
+    if len(text) > MAX_URL:
+        raise InvalidInput(f"--webhook must be at most {MAX_URL} characters, got {len(text)}")
     return text
 
 
