@@ -156,6 +156,9 @@ class TestBy:
         assert "user=* (alice)" in table  # the budgets table
         data = json.loads(run("--by", "tag", "--format", "json"))
         assert {g["tag"] for g in data["groups"]} == {"env=prod", "feature=search", None}
+        page = run("--by", "user", "--format", "html")
+        assert "<h2>Spend by user</h2>" in page and ">alice</td>" in page
+        assert ">(no user)</td>" in page
         rows = list(csv.DictReader(io.StringIO(run("--by", "model", "--format", "csv"))))
         assert [(r["model"], r["spent"]) for r in rows] == [("kimi-k2.5", "0.11"),
                                                             ("m2", "1.00")]

@@ -224,8 +224,28 @@ def budget_report(report: BudgetReport) -> str:
         "spent / days elapsed in the month (at least one). Forecast = spent + burn rate "
         "&times; days left: a straight-line projection of the month-to-date spend. At risk: "
         "under its limit now, but forecast over it.</p>\n"
-        + charts + _budget_section(report.budgets))
+        + charts + _budget_section(report.budgets) + _groups_section(report))
     return _page(f"Budget report {report.month}", body)
+
+
+def _groups_section(report: BudgetReport) -> str:
+    """``--by user|tag|model``: the month's spend per project and key."""
+    if report.by is None:
+        return ""
+    none = {"user": "(no user)", "tag": "(no tag)", "model": "&ndash;"}[report.by]
+    rows = "".join(
+        "<tr>" + _cell("Project", e(g.project), "name")
+        + _cell(report.by.capitalize(), none if g.key is None else e(g.key), "name")
+        + _cell("Calls", e(f"{g.calls:,}")) + _cell("In", e(f"{g.prompt_tokens:,}"))
+        + _cell("Out", e(f"{g.completion_tokens:,}")) + _cell("Spent", _money(g.spent))
+        + "</tr>\n" for g in report.groups) or (
+        "<tr><td colspan=\"6\" class=\"empty\">No charged calls this month.</td></tr>\n")
+    note = ("<p class=\"note\">A call with several tags counts under each.</p>\n"
+            if report.by == "tag" else "")
+    return (f"<h2>Spend by {e(report.by)}</h2>\n<table class=\"report groups\">\n<thead><tr>"
+            f"<th>Project</th><th>{e(report.by.capitalize())}</th><th class=\"n\">Calls</th>"
+            "<th class=\"n\">In</th><th class=\"n\">Out</th><th class=\"n\">Spent</th></tr>"
+            "</thead>\n<tbody>\n" + rows + "</tbody>\n</table>\n" + note)
 
 
 def _is_project_month(line: BudgetLine) -> bool:
