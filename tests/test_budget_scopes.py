@@ -290,6 +290,7 @@ class TestDatedLimits:
         assert book.budgets("acme") == []
         assert not book.store.has_budget("acme")
         book.set_budget("acme", Decimal("1"), period="day", user="*")  # again: recounted
+        assert book.store.has_budget("acme")                # require_budget counts any budget
         with pytest.raises(BudgetExceeded):
             hold(book, "acme", 1, 0, user="bob")
         assert_consistent(book)
