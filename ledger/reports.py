@@ -25,8 +25,9 @@ budget has one line per end user with activity in the window, or one empty line)
   window, a day otherwise) and ``forecast = spent + burn × time left`` in the window; a
   window that is over (and every ``total`` budget: prepaid credit has no end) forecasts its
   spend;
-* ``hot``: 80% used or more, or forecast over the limit; each hot line carries its spend
-  per hour (day windows) or per day (``series``), for the HTML report's chart.
+* ``hot``: 80% used or more, or forecast over the limit; the hot lines (the 24 hottest by
+  forecast against limit) carry their spend per hour (day windows) or per day (``series``),
+  for the HTML report's charts.
 
 ``spend_by(..., by="user"|"tag"|"model")`` groups the month's settled spend per project by
 end user, by tag (a call with two tags counts in both) or by model.
@@ -204,6 +205,12 @@ class BudgetLine:
         return self.forecast > self.budget.limit
 
     @property
+    def is_project_month(self) -> bool:
+        """The project's own monthly budget (the report's project rows chart it)."""
+        b = self.budget
+        return b.user is None and b.tag is None and b.period == "month"
+
+    @property
     def hot(self) -> bool:
         """80% used or more, or forecast over the limit: worth a chart."""
         return self.percent_used >= HOT_PERCENT or self.forecast_over
@@ -378,17 +385,23 @@ def _lines(store: Store, at: datetime, project: str | None = None) -> list[Budge
     for w in found:
         start, end = window_bounds(w.budget.period, w.window)
         burn, forecast = window_forecast(w.spent, w.budget.period, start, end, at)
-        line = BudgetLine(w.budget, w.user, w.window, start, end, w.spent, w.held,
-                          w.percent_used, round_half_even_to_cent(burn),
-                          round_half_even_to_cent(forecast), w.status,
-                          "hour" if w.budget.period == "day" else "day")
-        if line.hot:
-            line = _with_series(store, line, at)
-        out.append(line)
+        out.append(BudgetLine(w.budget, w.user, w.window, start, end, w.spent, w.held,
+                              w.percent_used, round_half_even_to_cent(burn),
+                              round_half_even_to_cent(forecast), w.status,
+                              "hour" if w.budget.period == "day" else "day"))
+    # the hottest (by forecast against the limit) get their spend series: one query each
+    hot = sorted((i for i, line in enumerate(out) if line.hot and not line.is_project_month),
+                 key=lambda i: (-(out[i].forecast / out[i].limit), -out[i].spent, i)
+                 )[:MAX_SERIES]
+    for i in sorted(hot):
+        out[i] = _with_series(store, out[i], at)
     return out
 
 
 PERIOD_ORDER = {"day": 0, "week": 1, "month": 2, "total": 3}
+#: At most this many hot budget windows get a spend series (and a chart): with a "*" budget
+#: on 100K end users, the hottest ones, never a query per user.
+MAX_SERIES = 24
 HOT_PERCENT = Decimal(80)
 HOUR = timedelta(hours=1)
 

@@ -257,3 +257,20 @@ def test_charts_of_week_month_and_total_windows(book: Ledger, clock: ManualClock
     for svg in charts.values():
         assert svg.startswith("<svg") and svg.endswith("</svg>")
         assert re.search(r'class="tick">\$0(\.0+)?<', svg)
+
+
+def test_only_the_hottest_windows_are_charted(book: Ledger) -> None:
+    """30 end users over 80% of a "*" budget: all 30 listed, the 24 hottest charted (one
+    query each), the rest said so; the hottest come first."""
+    from ledger.reports import MAX_SERIES
+
+    book.set_budget("acme", Decimal("1"), period="day", user="*")
+    for i in range(30):
+        spend(book, "acme", str(Decimal("0.80") + Decimal(i) / 100), user=f"u{i:02d}")
+    rep = budget_report(book.store, book.now(), "2026-11")
+    assert len(rep.budgets) == 30 and all(b.hot for b in rep.budgets)
+    charted = [b.user for b in rep.budgets if b.series]
+    assert len(charted) == MAX_SERIES == 24 and charted == [f"u{i:02d}" for i in range(6, 30)]
+    page = render_html.budget_report(rep)
+    assert page.count('<div class="chart budget">') == 24
+    assert "6 more hot budgets are listed above but not charted" in page

@@ -248,11 +248,6 @@ def _groups_section(report: BudgetReport) -> str:
             "</thead>\n<tbody>\n" + rows + "</tbody>\n</table>\n" + note)
 
 
-def _is_project_month(line: BudgetLine) -> bool:
-    b = line.budget
-    return b.user is None and b.tag is None and b.period == "month"
-
-
 def _budget_section(lines: tuple[BudgetLine, ...]) -> str:
     """Every budget in its window, then one chart per hot budget (80% used, or forecast over
     its limit) that the project charts above do not already draw (a project's month)."""
@@ -272,10 +267,14 @@ def _budget_section(lines: tuple[BudgetLine, ...]) -> str:
                  _cell("Used", f"{e(b.percent_used)}%"), _cell("Forecast", _money(b.forecast)),
                  _cell("Status", e(status), f"state {e(tone)}")]
         rows.append(f"<tr>{''.join(cells)}</tr>\n")
-    hot = [b for b in lines if b.hot and not _is_project_month(b)]
+    hot = [b for b in lines if b.hot and not b.is_project_month]
+    drawn = [b for b in hot if b.series]
     charts = "".join(
         f"<h3>{e(b.label)}</h3>\n<div class=\"chart budget\">{budget_chart(b)}</div>\n"
-        for b in hot)
+        for b in drawn)
+    if len(drawn) < len(hot):
+        charts += (f"<p class=\"note\">{len(hot) - len(drawn):,} more hot budgets are listed "
+                   "above but not charted (the hottest are).</p>\n")
     return (
         "<h2>Every budget</h2>\n<table class=\"report budgets\">\n<thead><tr><th>Budget</th>"
         "<th class=\"n\">Window</th><th class=\"n\">Limit</th><th class=\"n\">Spent</th>"
