@@ -85,7 +85,8 @@ class Worker:
     ``worker_id`` names this worker in its claims (host and process, say); ``lease`` is how
     long one attempt may take before another worker may take the alert over (longer than
     the sender's timeout). ``report`` receives one line for people per delivered or failed
-    alert. The secret is used to sign and never kept anywhere else.
+    alert, ``warn`` one per failed attempt that will be retried. The secret is used to sign
+    and never kept anywhere else.
     """
 
     def __init__(self, store: Store, fetch: Callable[[int], Sequence[AlertLike]], url: str,
@@ -94,7 +95,8 @@ class Worker:
                  lease: timedelta = timedelta(seconds=60), backoff: Backoff = Backoff(),
                  rand: Callable[[], float] = random.random, since_id: int = 0,
                  project: str | None = None,
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         if not isinstance(secret, str) or not secret:
             raise InvalidInput("a webhook secret is needed to sign alerts: give --secret S or "
                                "set $LEDGER_WEBHOOK_SECRET")
@@ -117,6 +119,7 @@ class Worker:
         #: Every alert up to this id is delivered to the target (or below ``since_id``).
         self._floor = since_id
         self.report = report or (lambda _line: None)
+        self.warn = warn or (lambda _line: None)
 
     def __repr__(self) -> str:  # never the secret
         return f"Worker(target={self.target!r}, worker_id={self.worker_id!r})"
@@ -162,6 +165,8 @@ class Worker:
                               self.now(), self.now() + timedelta(seconds=wait) + self.lease)
             log.info("alert %s to %s: attempt %s failed (%s); retrying in %.1fs",
                      alert.id, self.target, n, error, wait)
+            self.warn(f"alert {alert.id}: attempt {n} failed ({error}); retrying in "
+                      f"{wait:.1f}s")
             self.sleep(wait)
         failure = DeliveryFailed(alert.id, self.target, self.backoff.attempts,
                                  last.error or "failed")

@@ -482,6 +482,18 @@ class TestCommand:
         assert len(receiver.received) == 3
         assert SECRET not in result.stdout + result.stderr
 
+    def test_a_retry_is_said_on_stderr(self, raised: Ledger, sqlite_url: str) -> None:
+        """A failed attempt that will be retried is one line on stderr; the result on stdout."""
+        rec = Receiver(["500"])
+        try:
+            result = cli(sqlite_url, "--webhook", rec.url)
+        finally:
+            rec.close()
+        assert result.exit_code == 0, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"alert {raised.alerts()[0].id}: attempt 1 failed (HTTP 500")
+        assert "retrying in" in line and "3 alerts delivered" in result.stdout
+
     def test_project_and_since_id(self, raised: Ledger, sqlite_url: str,
                                   receiver: Receiver) -> None:
         """--project and --since-id choose which alerts a webhook gets."""

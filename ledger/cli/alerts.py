@@ -116,7 +116,8 @@ def deliver(state: CliState, url: str, secret: str | None, follow: bool, interva
         send=send, now=book.now, sleep=stop.wait,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         lease=timedelta(seconds=3 * timeout + 2), backoff=Backoff(1.0, 60.0, attempts),
-        since_id=since_id, project=project, report=echo)
+        since_id=since_id, project=project, report=echo,
+        warn=lambda line: echo(line, err=True))
     try:
         if follow:
             with _stopped_by_sigterm(stop):
