@@ -235,7 +235,7 @@ def report(state: CliState, month: str | None, by: str | None, fmt: str,
         else:
             console = render_table.console(out, terminal=None if output is None else False)
             console.print(render_table.budget_report(rep))
-            if rep.budgets:
+            if any(not b.is_project_month for b in rep.budgets):  # else the rows above say it
                 console.print(render_table.budget_lines(rep.budgets))
             if by is not None:
                 console.print(render_table.spend_groups(rep))
