@@ -191,15 +191,26 @@ class Worker:
                 break
         return result
 
+    def _lapses(self, alert_id: int, now: datetime) -> datetime:
+        """When another worker's claim on ``alert_id`` lapses, as it stands now (a second
+        after it; at most a lease and the longest back-off away)."""
+        found = deliveries.rows(self.store, self.target, [alert_id])
+        until = found[0].claimed_until if found else None
+        longest = now + self.lease + timedelta(seconds=self.backoff.cap)
+        if until is None:
+            return now + self.lease
+        return min(until + timedelta(seconds=1), longest)
+
     def _delivered(self, alert_id: int) -> bool:
         found = deliveries.rows(self.store, self.target, [alert_id])
         return bool(found) and found[0].delivered_at is not None
 
     def run(self) -> PassResult:
         """One run: deliver everything pending, then return. An alert another worker holds
-        is waited for (it is delivered, or its claim lapses and this worker takes it) for up
-        to one lease without progress; then the run returns with it in ``busy``. Raises
-        DeliveryFailed (after delivering what came before it)."""
+        is waited for until it is delivered or the claim it had when first seen lapses (a
+        killed worker's does, and this worker takes the alert over); if a live worker keeps
+        it, the run returns with it in ``busy``. Raises DeliveryFailed (after delivering what
+        came before it)."""
         total = PassResult()
         deadline: datetime | None = None
         while True:
@@ -211,7 +222,7 @@ class Worker:
                 return total
             now = self.now()
             if deadline is None or result.delivered:
-                deadline = now + self.lease
+                deadline = self._lapses(result.busy[0], now)
             if now >= deadline:
                 total.busy = result.busy
                 return total

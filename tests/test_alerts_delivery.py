@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from ledger import Ledger
+from ledger import Ledger, ManualClock
 from ledger.delivery import Backoff, Worker
 from ledger.errors import DeliveryFailed, InvalidInput
 from ledger.store import deliveries
@@ -654,3 +654,43 @@ def test_nothing_pending_reads_no_alerts(book: Ledger, receiver: Receiver) -> No
     w.fetch = lambda since: asked.append(since) or real(since)
     assert w.run().delivered == [1, 2, 3] and asked == [0]
     assert w.run().delivered == [] and asked == [0]
+
+
+class TestClaims:
+    """Another worker's claim, on an injected clock (no real waiting)."""
+
+    def make(self, book: Ledger, clock: ManualClock, renew: bool) -> tuple[Worker, list[int]]:
+        sent: list[int] = []
+        url = "http://127.0.0.1:9/hook"
+
+        def send(_url: str, data: bytes, headers: Any) -> Attempt:
+            sent.append(json.loads(data)["id"])
+            return Attempt(True, 200)
+
+        def sleep(seconds: float) -> None:
+            clock.advance(seconds)
+            if renew:  # the other worker is alive: it keeps its claim
+                deliveries.claim(book.store, url, 1, "other", clock.now(),
+                                 clock.now() + timedelta(seconds=10))
+
+        w = Worker(book.store, stored(book, alerts(2)), url, SECRET, send=send,
+                   now=clock.now, sleep=sleep, worker_id="me", lease=timedelta(seconds=10))
+        assert deliveries.claim(book.store, url, 1, "other", clock.now(),
+                                clock.now() + timedelta(seconds=10))
+        return w, sent
+
+    def test_a_dead_workers_claim_is_taken_over_when_it_lapses(self, book: Ledger,
+                                                                clock: ManualClock) -> None:
+        """Alert 1 claimed by a worker that died: this run waits for the claim to lapse, then
+        delivers 1 and 2, in order."""
+        start = clock.now()
+        w, sent = self.make(book, clock, renew=False)
+        assert w.run().delivered == [1, 2] and sent == [1, 2]
+        assert timedelta(seconds=10) <= clock.now() - start <= timedelta(seconds=12)
+
+    def test_a_live_workers_claim_is_left_to_it(self, book: Ledger, clock: ManualClock) -> None:
+        """Alert 1 held by a live worker (it renews its claim): this run sends nothing, not
+        even alert 2 (order), and returns with 1 in busy once the first claim seen lapses."""
+        w, sent = self.make(book, clock, renew=True)
+        result = w.run()
+        assert result.busy == [1] and result.delivered == [] and sent == []
