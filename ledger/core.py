@@ -531,11 +531,13 @@ class Ledger:
 
         return get_customer(self.store, check_name(project, "project"))
 
-    def budget_report(self, month: str | None = None) -> BudgetReport:
-        """Every project's budget for ``month``: spent, held, remaining, burn rate, forecast."""
+    def budget_report(self, month: str | None = None, *, by: str | None = None) -> BudgetReport:
+        """Every project's budget for ``month``: spent, held, remaining, burn rate, forecast;
+        every budget (any scope and period) in its window (``.budgets``); with ``by``
+        (``"user"``, ``"tag"``, ``"model"``) the month's spend grouped so (``.groups``)."""
         from .reports import budget_report
 
-        return budget_report(self.store, self.now(), self._month(month))
+        return budget_report(self.store, self.now(), self._month(month), by=by)
 
     def invoices(self, month: str, *, draft: bool = False) -> list[Invoice]:
         """The invoice of every project with something to bill for ``month`` (issued unless

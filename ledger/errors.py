@@ -9,7 +9,8 @@ Hierarchy::
     ├── ProjectNotAllowed            X-Ledger-Project names a project the client may not bill
     ├── UnmeteredEndpoint            a POST to an endpoint the ledger cannot meter (not sent)
     ├── InvalidInput (ValueError)    bad input: negative tokens, naive datetime, bad month...
-    └── LedgerUnavailable            the database cannot be reached (hard budgets fail closed)
+    ├── LedgerUnavailable            the database cannot be reached (hard budgets fail closed)
+    └── DeliveryFailed               an alert's webhook kept failing (it is kept, retried later)
 
 Each refusal has its own code (``ledger.refusal(exc).code``): ``budget_exceeded``,
 ``unknown_model``, ``no_budget``, ``project_not_allowed``, ``unmetered_endpoint``,
@@ -118,3 +119,18 @@ class LedgerUnavailable(LedgerError):
         super().__init__(message)
         self.reason = message if reason is None else reason
         self.opening = opening
+
+
+class DeliveryFailed(LedgerError):
+    """An alert could not be delivered to a webhook after every attempt of this run; it is
+    kept (not marked delivered), so the next run tries it again."""
+
+    def __init__(self, alert_id: int, target: str, attempts: int, error: str) -> None:
+        self.alert_id = alert_id
+        self.target = target
+        self.attempts = attempts
+        self.error = error
+        super().__init__(
+            f"alert {alert_id} could not be delivered to {target} after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}: {error}; it is kept and will be retried "
+            "by the next run")

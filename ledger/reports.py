@@ -16,6 +16,22 @@ Budget report, per project with a budget or with activity in the month:
   spend; a month not yet begun forecasts its spend so far (normally 0).
 * ``daily``: settled spend per UTC day, for the HTML report's chart.
 
+Every budget (any scope and period, ``budgets``), one line per budget window in force at the
+report's instant (``now``, or the month's last instant for a finished month; a ``"*"``
+budget has one line per end user with activity in the window, or one empty line):
+
+* ``spent``/``reserved``/``remaining``/``percent_used``/``status`` as above, of that window;
+* ``burn_rate_per_day = spent / elapsed`` (elapsed counted as at least an hour for a day
+  window, a day otherwise) and ``forecast = spent + burn × time left`` in the window; a
+  window that is over (and every ``total`` budget: prepaid credit has no end) forecasts its
+  spend;
+* ``hot``: 80% used or more, or forecast over the limit; the hot lines (the 24 hottest by
+  forecast against limit) carry their spend per hour (day windows) or per day (``series``),
+  for the HTML report's charts.
+
+``spend_by(..., by="user"|"tag"|"model")`` groups the month's settled spend per project by
+end user, by tag (a call with two tags counts in both) or by model.
+
 "Now" is the ``now`` the caller passes (``Ledger`` passes its injectable clock's time); every
 function takes the store it reads, never the whole ``Ledger``. Burn rate and forecast are estimates,
 shown rounded half-even to the cent; spent, reserved and remaining are exact.
@@ -25,13 +41,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar
 
 from .budget import BudgetState
-from .clock import month_bounds, month_of, parse_month
+from .clock import month_bounds, month_of, parse_month, window_bounds, window_of
 from .errors import InvalidInput, LedgerUnavailable
 from .money import (
     from_units,
@@ -41,22 +57,26 @@ from .money import (
     price_from_units,
     round_half_even_to_cent,
 )
-from .records import check_user, parse_tag
+from .records import Budget, BudgetWindow, check_user, parse_tag
 from .store import reports as report_queries
 from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
 from .store.schema import from_micros, to_micros
 
 __all__ = [
+    "BY",
     "USAGE_STATUSES",
+    "BudgetLine",
     "BudgetReport",
     "BudgetRow",
     "Calibration",
     "DailySpend",
     "UsageRow",
+    "budget_lines",
     "budget_report",
     "budgets",
     "calibration",
+    "spend_by",
     "usage_rows",
 ]
 
@@ -119,6 +139,128 @@ class BudgetRow:
 
 
 @dataclass(frozen=True)
+class SpendBucket:
+    """Settled spend in one hour or day of a budget's window (exact)."""
+
+    start: datetime
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """One budget's window: what it allows, what is spent and held in it, where it is going.
+
+    ``user`` is the end user whose window it is (a ``"*"`` budget's line per user; None for
+    a ``"*"`` budget nobody has used yet in this window, and for project and tag budgets).
+    """
+
+    budget: Budget
+    user: str | None
+    window: str
+    start: datetime | None
+    end: datetime | None
+    spent: Decimal
+    reserved: Decimal
+    percent_used: Decimal
+    burn_rate_per_day: Decimal
+    forecast: Decimal
+    status: str
+    #: "hour" (a day window) or "day": the width of each ``series`` bucket.
+    bucket: str = "day"
+    series: tuple[SpendBucket, ...] = ()
+
+    @property
+    def limit(self) -> Decimal:
+        return self.budget.limit
+
+    @property
+    def hard(self) -> bool:
+        return self.budget.hard
+
+    @property
+    def remaining(self) -> Decimal:
+        with money_context():
+            return self.budget.limit - self.spent - self.reserved
+
+    @property
+    def scope(self) -> str:
+        """``project``, ``user=alice``, ``user=* (alice)`` or ``tag=feature=search``."""
+        b = self.budget
+        if b.tag is not None:
+            return f"tag={b.tag}"
+        if b.user == "*":
+            return "user=*" + (f" ({self.user})" if self.user else "")
+        if b.user is not None:
+            return f"user={b.user}"
+        return "project"
+
+    @property
+    def label(self) -> str:
+        """``acme user=* (alice) day 2026-12-03``: the budget, whose window, which window."""
+        return f"{self.budget.project} {self.scope} {self.budget.period} {self.window}" \
+            .replace(" project ", " ")
+
+    @property
+    def forecast_over(self) -> bool:
+        return self.forecast > self.budget.limit
+
+    @property
+    def is_project_month(self) -> bool:
+        """The project's own monthly budget (the report's project rows chart it)."""
+        b = self.budget
+        return b.user is None and b.tag is None and b.period == "month"
+
+    @property
+    def hot(self) -> bool:
+        """80% used or more, or forecast over the limit: worth a chart."""
+        return self.percent_used >= HOT_PERCENT or self.forecast_over
+
+    def to_dict(self, *, series: bool = True) -> dict[str, Any]:
+        b = self.budget
+        out: dict[str, Any] = {
+            "project": b.project, "user": b.user, "end_user": self.user, "tag": b.tag,
+            "period": b.period, "window": self.window,
+            "window_start": None if self.start is None else self.start.isoformat(),
+            "window_end": None if self.end is None else self.end.isoformat(),
+            "label": self.label, "limit": money_str(b.limit),
+            "budget": "hard" if b.hard else "soft", "alerts": list(b.alerts),
+            "effective_from": b.effective_from.isoformat(),
+            "spent": money_str(self.spent), "reserved": money_str(self.reserved),
+            "remaining": money_str(self.remaining),
+            "percent_used": money_str(self.percent_used),
+            "burn_rate_per_day": money_str(self.burn_rate_per_day),
+            "forecast": money_str(self.forecast), "forecast_over_limit": self.forecast_over,
+            "status": self.status, "hot": self.hot,
+        }
+        if series and self.series:
+            out["series"] = {"bucket": self.bucket, "spend": [
+                {"start": x.start.isoformat(), "amount": money_str(x.amount)}
+                for x in self.series]}
+        return out
+
+
+BY = ("user", "tag", "model")
+
+
+@dataclass(frozen=True)
+class SpendGroup:
+    """A month's settled calls of one project grouped by end user, tag or model (``key``;
+    None: calls without a user or tag)."""
+
+    project: str
+    key: str | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    spent: Decimal
+
+    def to_dict(self, by: str) -> dict[str, Any]:
+        return {"project": self.project, by: self.key, "calls": self.calls,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "spent": money_str(self.spent)}
+
+
+@dataclass(frozen=True)
 class BudgetReport:
     """Every project's budget for one month, as of ``generated_at``."""
 
@@ -127,6 +269,11 @@ class BudgetReport:
     days_in_month: int
     days_elapsed: Decimal
     rows: tuple[BudgetRow, ...]
+    #: Every budget's window at the report's instant (see the module docstring).
+    budgets: tuple[BudgetLine, ...] = ()
+    #: ``by`` ("user", "tag", "model") and the month's spend grouped so; None: not asked.
+    by: str | None = None
+    groups: tuple[SpendGroup, ...] = ()
 
     @property
     def spent(self) -> Decimal:
@@ -153,16 +300,23 @@ class BudgetReport:
             "total_spent": money_str(self.spent),
             "total_reserved": money_str(self.reserved),
             "total_forecast": money_str(self.forecast),
+            "budgets": [b.to_dict(series=daily) for b in self.budgets],
+            **({} if self.by is None else {
+                "by": self.by, "groups": [g.to_dict(self.by) for g in self.groups]}),
         }
 
 
 @in_money_context
-def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
-    """The budget report for ``month`` (``YYYY-MM``) as of ``now``.
+def budget_report(store: Store, now: datetime, month: str, *,
+                  by: str | None = None) -> BudgetReport:
+    """The budget report for ``month`` (``YYYY-MM``) as of ``now``: every project's month,
+    every budget's window, and with ``by`` the month's spend grouped by user, tag or model.
 
     Expired holds are released first, so calls of dead processes do not count as reserved.
     """
     month = parse_month(month)
+    if by is not None and by not in BY:
+        raise InvalidInput(f"by must be one of {', '.join(BY)}, got {by!r}")
     with contextlib.suppress(LedgerUnavailable):  # a read-only ledger still reports
         store.expire(now)
     start, end = month_bounds(month)
@@ -195,7 +349,130 @@ def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
             forecast=round_half_even_to_cent(forecast), status=state.status, daily=series,
         ))
     return BudgetReport(month, now, days_in_month, elapsed.quantize(Decimal("0.0001")),
-                        tuple(rows))
+                        tuple(rows), tuple(_lines(store, report_instant(month, now))),
+                        by, tuple(spend_by(store, month, by)) if by is not None else ())
+
+
+def report_instant(month: str, now: datetime) -> datetime:
+    """The instant whose budget windows a report of ``month`` shows: ``now`` in the month,
+    the month's last instant once it is over, its first before it begins."""
+    start, end = month_bounds(month)
+    if now >= end:
+        return end - timedelta(microseconds=1)
+    return max(now, start)
+
+
+@in_money_context
+def budget_lines(store: Store, now: datetime, project: str | None = None) -> list[BudgetLine]:
+    """Every budget in force now (of ``project``) in its current window (``ledger budget
+    list``)."""
+    with contextlib.suppress(LedgerUnavailable):
+        store.expire(now)
+    return _lines(store, now, project)
+
+
+def _lines(store: Store, at: datetime, project: str | None = None) -> list[BudgetLine]:
+    found = store.windows(at, project)
+    seen = {(w.budget.project, w.budget.user, w.budget.tag, w.budget.period) for w in found}
+    for b in store.budgets(project, at):  # a "*" budget nobody has used in this window yet
+        if (b.project, b.user, b.tag, b.period) not in seen:
+            found.append(BudgetWindow(b, None, window_of(b.period, at), 0, 0))
+    found.sort(key=lambda w: (w.budget.project, 2 if w.budget.tag is not None else
+                              1 if w.budget.user is not None else 0,
+                              w.budget.tag or w.budget.user or "",
+                              PERIOD_ORDER.get(w.budget.period, 9), w.user or ""))
+    out = []
+    for w in found:
+        start, end = window_bounds(w.budget.period, w.window)
+        burn, forecast = window_forecast(w.spent, w.budget.period, start, end, at)
+        out.append(BudgetLine(w.budget, w.user, w.window, start, end, w.spent, w.held,
+                              w.percent_used, round_half_even_to_cent(burn),
+                              round_half_even_to_cent(forecast), w.status,
+                              "hour" if w.budget.period == "day" else "day"))
+    # the hottest (by forecast against the limit) get their spend series: one query each
+    hot = sorted((i for i, line in enumerate(out) if line.hot and not line.is_project_month),
+                 key=lambda i: (-(out[i].forecast / out[i].limit), -out[i].spent, i)
+                 )[:MAX_SERIES]
+    for i in sorted(hot):
+        out[i] = _with_series(store, out[i], at)
+    return out
+
+
+PERIOD_ORDER = {"day": 0, "week": 1, "month": 2, "total": 3}
+#: At most this many hot budget windows get a spend series (and a chart): with a "*" budget
+#: on 100K end users, the hottest ones, never a query per user.
+MAX_SERIES = 24
+HOT_PERCENT = Decimal(80)
+HOUR = timedelta(hours=1)
+
+
+def window_forecast(spent: Decimal, period: str, start: datetime | None,
+                    end: datetime | None, at: datetime) -> tuple[Decimal, Decimal]:
+    """(burn rate per day, forecast at the window's end) of ``spent`` so far at ``at``: a
+    straight line from the window's start, elapsed time counted as at least an hour (day
+    windows) or a day; a window over, not begun, or without an end forecasts ``spent``."""
+    with money_context():
+        if start is None or end is None:
+            return Decimal(0), spent
+        if at >= end or at < start:
+            return Decimal(0), spent
+        least = HOUR if period == "day" else DAY
+        elapsed = max(at - start, least)
+        per_day = spent * _micros(DAY) / _micros(elapsed)
+        return per_day, spent + per_day * _micros(end - at) / _micros(DAY)
+
+
+def _micros(delta: timedelta) -> Decimal:
+    return Decimal((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def _with_series(store: Store, line: BudgetLine, at: datetime) -> BudgetLine:
+    """``line`` with its spend per hour or day, from its window's start (a total budget:
+    the last 31 days) to ``at``."""
+    step = HOUR if line.bucket == "hour" else DAY
+    if line.start is not None:
+        start = line.start
+    else:
+        day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = day - DAY * 30
+    b = line.budget
+    user = line.user if b.user == "*" else b.user
+    found = report_queries.scope_costs(store, b.project, user, b.tag, to_micros(start),
+                                       to_micros(at) + 1, _step_micros(step))
+    count = int((at - start) / step) + 1
+    series = tuple(SpendBucket(start + step * i, from_units(found.get(i, 0)))
+                   for i in range(count))
+    return replace(line, series=series)
+
+
+def _step_micros(step: timedelta) -> int:
+    return (step.days * 86_400 + step.seconds) * 1_000_000
+
+
+def spend_by(store: Store, month: str, by: str, project: str | None = None
+             ) -> list[SpendGroup]:
+    """The month's settled spend per project and end user, tag or model (``by``), by
+    project and then key (None last); a call with several tags counts under each."""
+    if by not in BY:
+        raise InvalidInput(f"by must be one of {', '.join(BY)}, got {by!r}")
+    rows = report_queries.grouped_costs(store, parse_month(month), by, project)
+    merged: dict[tuple[str, str | None], list[int]] = {}
+    for r in rows:
+        keys: list[str | None]
+        if by == "tag":
+            keys = [k for k in (r.key or "").strip(",").split(",") if k] or [None]
+        else:
+            keys = [r.key]
+        for key in keys:
+            acc = merged.setdefault((r.project, key), [0, 0, 0, 0])
+            acc[0] += r.calls
+            acc[1] += r.prompt_tokens
+            acc[2] += r.completion_tokens
+            acc[3] += r.cost_units
+    return [SpendGroup(p, k, v[0], v[1], v[2], from_units(v[3]))
+            for (p, k), v in sorted(merged.items(),
+                                    key=lambda kv: (kv[0][0], kv[0][1] is None,
+                                                    kv[0][1] or ""))]
 
 
 def budgets(store: Store, now: datetime, month: str | None = None) -> list[BudgetState]:

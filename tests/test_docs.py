@@ -30,7 +30,8 @@ PATHS = list(command_paths())
 def test_the_contract_commands_exist() -> None:
     names = {" ".join(p) for p in PATHS}
     assert {"db upgrade", "price set", "price list", "budget set", "budget list",
-            "budget report", "estimate", "invoice", "usage", "replay"} <= names
+            "budget report", "budget remove", "alerts list", "alerts deliver", "estimate",
+            "invoice", "usage", "replay"} <= names
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "ledger")

@@ -189,6 +189,7 @@ def main(ctx: click.Context, db: str | None) -> None:
 
 
 def _register() -> None:
+    from .alerts import alerts
     from .budget import budget
     from .db import db
     from .estimate import estimate
@@ -198,7 +199,8 @@ def _register() -> None:
     from .replay import replay
     from .usage import usage
 
-    for command in (db, price, budget, estimate, usage, invoice, issuer, customer, replay):
+    for command in (db, price, budget, alerts, estimate, usage, invoice, issuer, customer,
+                    replay):
         main.add_command(command)
 
 

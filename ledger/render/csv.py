@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..budget import BudgetState
     from ..invoice import CreditNote, Invoice
     from ..pricing import Price
-    from ..reports import BudgetReport, Calibration, UsageRow
+    from ..reports import BudgetLine, BudgetReport, Calibration, UsageRow
+    from ..webhook import AlertLike
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
@@ -180,3 +181,36 @@ def budgets(out: IO[str], states: Iterable[BudgetState]) -> int:
                             "remaining", "status"), (
         [s.project, "hard" if s.hard else "soft", s.limit, s.month, s.spent, s.held,
          s.remaining, s.status] for s in states))
+
+
+ALERT_HEADER = ("id", "project", "user", "tag", "period", "window", "threshold", "spent",
+                "limit", "at")
+
+
+def alerts(out: IO[str], items: Iterable[AlertLike]) -> int:
+    return write_rows(out, ALERT_HEADER, (
+        [a.id, a.project, a.user, a.tag, a.period, a.window, a.threshold, a.spent, a.limit,
+         a.at] for a in items))
+
+
+BUDGET_LINE_HEADER = ("project", "user", "end_user", "tag", "period", "window", "budget",
+                      "limit", "alerts", "spent", "reserved", "remaining", "percent_used",
+                      "burn_rate_per_day", "forecast", "forecast_over_limit", "status")
+
+
+def budget_lines(out: IO[str], lines: Iterable[BudgetLine]) -> int:
+    """One row per budget window (``alerts``: thresholds in percent, ``80;100``)."""
+    return write_rows(out, BUDGET_LINE_HEADER, (
+        [b.budget.project, b.budget.user, b.user, b.budget.tag, b.budget.period, b.window,
+         "hard" if b.hard else "soft", b.limit, ";".join(str(x) for x in b.budget.alerts),
+         b.spent, b.reserved, b.remaining, b.percent_used, b.burn_rate_per_day, b.forecast,
+         b.forecast_over, b.status] for b in lines))
+
+
+def spend_groups(out: IO[str], report: BudgetReport) -> int:
+    """``ledger budget report --by X --format csv``: one row per project and X."""
+    by = report.by or "model"
+    return write_rows(out, ("month", "project", by, "calls", "prompt_tokens",
+                            "completion_tokens", "spent"), (
+        [report.month, g.project, g.key, g.calls, g.prompt_tokens, g.completion_tokens,
+         g.spent] for g in report.groups))

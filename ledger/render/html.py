@@ -8,12 +8,13 @@ model names may contain ``<``, ``&``, quotes, SQL or formula characters) is esca
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from decimal import Decimal
 from html import escape
 
 from ..invoice import CreditNote, Invoice
 from ..money import in_money_context, money_str
-from ..reports import BudgetReport, BudgetRow
+from ..reports import BudgetLine, BudgetReport, BudgetRow
 from . import dollars, shown_status
 from .axis import nice_ticks, tick_label
 from .document import Document
@@ -23,6 +24,7 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a1a1a;
        margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+h3 { font-size: 1rem; margin-top: 1.5rem; overflow-wrap: anywhere; }
 .meta { color: #555; margin: 0 0 1.5rem; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 th, td { padding: .35rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
@@ -222,8 +224,66 @@ def budget_report(report: BudgetReport) -> str:
         "spent / days elapsed in the month (at least one). Forecast = spent + burn rate "
         "&times; days left: a straight-line projection of the month-to-date spend. At risk: "
         "under its limit now, but forecast over it.</p>\n"
-        + charts)
+        + charts + _budget_section(report.budgets) + _groups_section(report))
     return _page(f"Budget report {report.month}", body)
+
+
+def _groups_section(report: BudgetReport) -> str:
+    """``--by user|tag|model``: the month's spend per project and key."""
+    if report.by is None:
+        return ""
+    none = {"user": "(no user)", "tag": "(no tag)", "model": "&ndash;"}[report.by]
+    rows = "".join(
+        "<tr>" + _cell("Project", e(g.project), "name")
+        + _cell(report.by.capitalize(), none if g.key is None else e(g.key), "name")
+        + _cell("Calls", e(f"{g.calls:,}")) + _cell("In", e(f"{g.prompt_tokens:,}"))
+        + _cell("Out", e(f"{g.completion_tokens:,}")) + _cell("Spent", _money(g.spent))
+        + "</tr>\n" for g in report.groups) or (
+        "<tr><td colspan=\"6\" class=\"empty\">No charged calls this month.</td></tr>\n")
+    note = ("<p class=\"note\">A call with several tags counts under each.</p>\n"
+            if report.by == "tag" else "")
+    return (f"<h2>Spend by {e(report.by)}</h2>\n<table class=\"report groups\">\n<thead><tr>"
+            f"<th>Project</th><th>{e(report.by.capitalize())}</th><th class=\"n\">Calls</th>"
+            "<th class=\"n\">In</th><th class=\"n\">Out</th><th class=\"n\">Spent</th></tr>"
+            "</thead>\n<tbody>\n" + rows + "</tbody>\n</table>\n" + note)
+
+
+def _budget_section(lines: tuple[BudgetLine, ...]) -> str:
+    """Every budget in its window, then one chart per hot budget (80% used, or forecast over
+    its limit) that the project charts above do not already draw (a project's month)."""
+    if not lines:
+        return ""
+    rows = []
+    for b in lines:
+        status, tone = shown_status(b.status, b.forecast_over)
+        kind = "hard" if b.hard else "soft"
+        cells = [_cell("Budget", f"{e(b.budget.project)} <span class=\"kind\">{e(b.scope)}"
+                                 "</span>", "name"),
+                 _cell("Window", f"{e(b.window)} <span class=\"kind\">{e(b.budget.period)}"
+                                 "</span>", "n"),
+                 _cell("Limit", f"{_money(b.limit)} <span class=\"kind\">{e(kind)}</span>"),
+                 _cell("Spent", _money(b.spent)), _cell("Reserved", _money(b.reserved)),
+                 _cell("Remaining", _money(b.remaining)),
+                 _cell("Used", f"{e(b.percent_used)}%"), _cell("Forecast", _money(b.forecast)),
+                 _cell("Status", e(status), f"state {e(tone)}")]
+        rows.append(f"<tr>{''.join(cells)}</tr>\n")
+    hot = [b for b in lines if b.hot and not b.is_project_month]
+    drawn = [b for b in hot if b.series]
+    charts = "".join(
+        f"<h3>{e(b.label)}</h3>\n<div class=\"chart budget\">{budget_chart(b)}</div>\n"
+        for b in drawn)
+    if len(drawn) < len(hot):
+        charts += (f"<p class=\"note\">{len(hot) - len(drawn):,} more hot budgets are listed "
+                   "above but not charted (the hottest are).</p>\n")
+    return (
+        "<h2>Every budget</h2>\n<table class=\"report budgets\">\n<thead><tr><th>Budget</th>"
+        "<th class=\"n\">Window</th><th class=\"n\">Limit</th><th class=\"n\">Spent</th>"
+        "<th class=\"n\">Reserved</th><th class=\"n\">Remaining</th><th class=\"n\">Used</th>"
+        "<th class=\"n\">Forecast</th><th>Status</th></tr></thead>\n<tbody>\n"
+        + "".join(rows) + "</tbody>\n</table>\n"
+        "<p class=\"note\">Each budget in its window at the report's instant (a day, an ISO "
+        "week from Monday, a month, or the whole life of a total budget). A chart for each hot "
+        "budget: 80% used, or forecast over its limit.</p>\n" + charts)
 
 
 def _cell(label: str, html: str, cls: str = "n") -> str:
@@ -243,27 +303,74 @@ def _n(value: Decimal) -> str:
 def chart(row: BudgetRow, days: int) -> str:
     """Inline SVG: daily spend (bars), cumulative spend (line), the budget (dashed line) and
     the forecast to the month end (dotted)."""
+    return _chart(f"Spend of {row.project} against its budget",
+                  [d.amount for d in row.daily], [d.day.isoformat() for d in row.daily], days,
+                  row.limit, row.forecast, Decimal(0),
+                  [(Decimal(day) - Decimal("0.5"), str(day)) for day in (1, 8, 15, 22, days)],
+                  "daily spend (bars)")
+
+
+@in_money_context
+def budget_chart(line: BudgetLine) -> str:
+    """Inline SVG of one budget's window: spend per hour (a day window) or per day (bars),
+    cumulative spend (line), its limit (dashed) and the forecast to the window's end
+    (dotted; in the warning colour when it ends over the limit)."""
+    series = line.series
+    amounts = [x.amount for x in series]
+    base = line.spent - sum(amounts, Decimal(0))  # a total budget: spend before the chart
+    hourly = line.bucket == "hour"
+    if line.start is not None and line.end is not None:
+        slots = int((line.end - line.start) / (HOUR if hourly else DAY))
+    else:
+        slots = len(series)
+    slots = max(slots, len(series), 1)
+    titles = [x.start.strftime("%H:00" if hourly else "%Y-%m-%d") for x in series]
+    if hourly:
+        marks = [(Decimal(h), f"{h:02d}h") for h in (0, 6, 12, 18, 24)]
+    elif line.budget.period == "week" and line.start is not None:
+        marks = [(Decimal(i) + Decimal("0.5"), (line.start + DAY * i).strftime("%a"))
+                 for i in range(7)]
+    elif line.start is not None:
+        marks = [(Decimal(d) - Decimal("0.5"), str(d)) for d in (1, 8, 15, 22, slots)]
+    else:
+        marks = [(Decimal("0.5"), titles[0][5:]), (Decimal(slots) - Decimal("0.5"),
+                                                   titles[-1][5:])] if titles else []
+    return _chart(f"Spend of {line.label} against its budget", amounts, titles, slots,
+                  line.limit, line.forecast, base, marks,
+                  "hourly spend (bars)" if hourly else "daily spend (bars)")
+
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def _chart(title: str, amounts: list[Decimal], bar_titles: list[str], slots: int,
+           limit: Decimal | None, forecast: Decimal, base: Decimal,
+           marks: list[tuple[Decimal, str]], bars: str) -> str:
+    """The chart: ``amounts`` per slot from the first of ``slots`` (bars), their running
+    total from ``base`` (line), the forecast to the last slot (dotted), ``limit`` (dashed),
+    x labels at ``marks`` (slot positions)."""
     cumulative: list[Decimal] = []
-    running = Decimal(0)
-    for d in row.daily:
-        running += d.amount
+    running = base
+    for amount in amounts:
+        running += amount
         cumulative.append(running)
-    ticks = nice_ticks(max([row.limit or Decimal(0), running, row.forecast,
-                            *(d.amount for d in row.daily)]))
+    ticks = nice_ticks(max([limit or Decimal(0), running, forecast, *amounts]))
     top, labels = ticks[-1], [tick_label(t, ticks[1]) for t in ticks]
     left = max(LEFT, Decimal(7 * max(len(label) for label in labels) + 12))
     pw, ph = W - left - RIGHT, H - TOP - BOTTOM
-    step = pw / days
+    step = pw / slots
+    over = limit is not None and forecast > limit
+    trend = "#b06000" if over else "#0b57d0"
 
-    def x(day: Decimal) -> Decimal:
-        return left + step * day
+    def x(slot: Decimal) -> Decimal:
+        return left + step * slot
 
     def y(value: Decimal) -> Decimal:
         return TOP + ph - ph * value / top
 
     parts = [f"<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" "
-             f"aria-label=\"Spend of {e(row.project)} against its budget\">"
-             f"<title>Spend of {e(row.project)} against its budget</title>",
+             f"aria-label=\"{e(title)}\"><title>{e(title)}</title>",
              f"<rect x=\"{left}\" y=\"{TOP}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fafafa\" "
              "stroke=\"#ccc\"/>"]
     for value, label in zip(ticks, labels, strict=True):  # y grid and labels: round ticks
@@ -272,34 +379,34 @@ def chart(row: BudgetRow, days: int) -> str:
                      f"<text x=\"{left - 6}\" y=\"{_n(y(value) + 4)}\" font-size=\"11\" "
                      f"text-anchor=\"end\" fill=\"#666\" class=\"tick\">{e(label)}"
                      "</text>")
-    for day in (1, 8, 15, 22, days):  # x labels
-        parts.append(f"<text x=\"{_n(x(Decimal(day) - Decimal('0.5')))}\" y=\"{H - 10}\" "
-                     f"font-size=\"11\" text-anchor=\"middle\" fill=\"#666\">{day}</text>")
-    for i, d in enumerate(row.daily):  # daily spend
-        if d.amount > 0:
-            top_y = y(d.amount)
+    for where, label in marks:  # x labels
+        parts.append(f"<text x=\"{_n(x(where))}\" y=\"{H - 10}\" "
+                     f"font-size=\"11\" text-anchor=\"middle\" fill=\"#666\">{e(label)}</text>")
+    for i, amount in enumerate(amounts):  # spend per slot
+        if amount > 0:
+            top_y = y(amount)
             parts.append(
                 f"<rect x=\"{_n(x(Decimal(i)) + step / 8)}\" y=\"{_n(top_y)}\" "
                 f"width=\"{_n(step * 3 / 4)}\" height=\"{_n(TOP + ph - top_y)}\" "
-                f"fill=\"#9ec5fe\"><title>{e(d.day.isoformat())}: ${e(money_str(d.amount))}"
+                f"fill=\"#9ec5fe\"><title>{e(bar_titles[i])}: ${e(money_str(amount))}"
                 "</title></rect>")
     if cumulative:
         points = " ".join(f"{_n(x(Decimal(i + 1)))},{_n(y(v))}" for i, v in enumerate(cumulative))
-        parts.append(f"<polyline points=\"{_n(x(Decimal(0)))},{_n(y(Decimal(0)))} {points}\" "
+        parts.append(f"<polyline points=\"{_n(x(Decimal(0)))},{_n(y(base))} {points}\" "
                      "fill=\"none\" stroke=\"#0b57d0\" stroke-width=\"2\"/>")
-        if len(cumulative) < days:
+        if len(cumulative) < slots:
             parts.append(
                 f"<line x1=\"{_n(x(Decimal(len(cumulative))))}\" y1=\"{_n(y(running))}\" "
-                f"x2=\"{_n(x(Decimal(days)))}\" y2=\"{_n(y(row.forecast))}\" stroke=\"#0b57d0\" "
-                "stroke-width=\"1.5\" stroke-dasharray=\"2 4\"><title>forecast: $"
-                f"{e(money_str(row.forecast))}</title></line>")
-    if row.limit is not None:
+                f"x2=\"{_n(x(Decimal(slots)))}\" y2=\"{_n(y(forecast))}\" stroke=\"{trend}\" "
+                "stroke-width=\"1.5\" stroke-dasharray=\"2 4\" class=\"forecast\">"
+                f"<title>forecast: ${e(money_str(forecast))}</title></line>")
+    if limit is not None:
         parts.append(
-            f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{_n(y(row.limit))}\" "
-            f"y2=\"{_n(y(row.limit))}\" stroke=\"#b00020\" stroke-width=\"1.5\" "
-            f"stroke-dasharray=\"6 4\"><title>budget: ${e(money_str(row.limit))}</title></line>"
-            f"<text x=\"{left + pw - 4}\" y=\"{_n(y(row.limit) - 5)}\" font-size=\"11\" "
-            f"text-anchor=\"end\" fill=\"#b00020\">budget ${e(money_str(row.limit))}</text>")
+            f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{_n(y(limit))}\" "
+            f"y2=\"{_n(y(limit))}\" stroke=\"#b00020\" stroke-width=\"1.5\" "
+            f"stroke-dasharray=\"6 4\"><title>budget: ${e(money_str(limit))}</title></line>"
+            f"<text x=\"{left + pw - 4}\" y=\"{_n(y(limit) - 5)}\" font-size=\"11\" "
+            f"text-anchor=\"end\" fill=\"#b00020\">budget ${e(money_str(limit))}</text>")
     parts.append(f"<text x=\"{left + 6}\" y=\"{TOP + 14}\" font-size=\"11\" fill=\"#0b57d0\">"
-                 "cumulative spend (line), daily spend (bars), forecast (dotted)</text></svg>")
+                 f"cumulative spend (line), {bars}, forecast (dotted)</text></svg>")
     return "".join(parts)

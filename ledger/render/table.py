@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from ..invoice import CreditNote, Invoice
     from ..pricing import Price
     from ..records import Estimate
-    from ..reports import BudgetReport, Calibration, UsageRow
+    from ..reports import BudgetLine, BudgetReport, Calibration, UsageRow
     from ..store.info import LedgerInfo
+    from ..webhook import AlertLike
     from .document import Document
 
 STATUS_STYLE = {"ok": "green", "warning": "yellow", "over": "bold red"}
@@ -281,3 +282,68 @@ def _estimate_items(est: Estimate, state: BudgetState | None,
         yield "Reserved", money(state.held)
         yield "Remaining", money(state.remaining)
         yield "Fits", Text("yes" if fits else "no", style="green" if fits else "bold red")
+
+
+def alerts(items: Iterable[AlertLike]) -> RenderableType:
+    """Every alert raised, oldest first; fits any width."""
+    shown = list(items)
+    spent = money_column([a.spent for a in shown])
+    limits = money_column([a.limit for a in shown])
+    body = [[num(a.id), t(a.project), t(a.user or ""), t(a.tag or ""), t(a.period),
+             t(a.window), Text(f"{a.threshold}%", justify="right"), spent[i], limits[i],
+             t(a.at.strftime("%Y-%m-%d %H:%M:%S"))] for i, a in enumerate(shown)]
+    cols = [Col("Id", right=True, keep=True), Col("Project"), Col("User"), Col("Tag"),
+            Col("Period", keep=True), Col("Window", keep=True),
+            Col("Threshold", right=True, keep=True), Col("Spent", right=True, keep=True),
+            Col("Limit", right=True, keep=True), Col("At (UTC)", min=10)]
+    return Fitted(cols, body, empty="No alerts raised.")
+
+
+@in_money_context
+def budget_lines(lines: Iterable[BudgetLine]) -> RenderableType:
+    """Every budget in its window: scope, period, window, limit, spent, reserved, remaining,
+    used, forecast, status ("at risk" in the warning colour when forecast over the limit);
+    fits any width."""
+    shown = list(lines)
+    limits = money_column([b.limit for b in shown])
+    spent = money_column([b.spent for b in shown])
+    held = money_column([b.reserved for b in shown])
+    remaining = money_column([b.remaining for b in shown])
+    forecast = money_column([b.forecast for b in shown])
+    body: list[list[Text]] = []
+    for i, b in enumerate(shown):
+        limit = limits[i]
+        limit.append(" hard" if b.hard else " soft", style="dim")
+        status, tone = shown_status(b.status, b.forecast_over)
+        if b.forecast_over:
+            forecast[i].stylize("yellow")
+        body.append([t(b.budget.project), t(b.scope), t(b.budget.period), t(b.window), limit,
+                     spent[i], held[i], remaining[i],
+                     Text(f"{b.percent_used}%", justify="right"), forecast[i],
+                     Text(status, style=STATUS_STYLE.get(tone, ""))])
+    cols = [Col("Project"), Col("Scope"), Col("Period", keep=True), Col("Window", keep=True),
+            Col("Limit", right=True, keep=True), Col("Spent", right=True, keep=True),
+            Col("Reserved", right=True, keep=True), Col("Remaining", right=True, keep=True),
+            Col("Used", right=True, keep=True), Col("Forecast", right=True, keep=True),
+            Col("Status", min=7)]
+    return Fitted(cols, body, title="Budgets, each in its current window",
+                  empty="No budgets set.")
+
+
+@in_money_context
+def spend_groups(report: BudgetReport) -> RenderableType:
+    """The month's spend per project and end user, tag or model (``report.by``)."""
+    by = report.by or "model"
+    shown = list(report.groups)
+    spent = money_column([g.spent for g in shown])
+    none = {"user": "(no user)", "tag": "(no tag)", "model": "-"}[by]
+    body = [[t(g.project), t(none if g.key is None else g.key), num(g.calls),
+             num(g.prompt_tokens), num(g.completion_tokens), spent[i]]
+            for i, g in enumerate(shown)]
+    cols = [Col("Project"), Col(by.capitalize()), Col("Calls", right=True, keep=True),
+            Col("In", right=True, keep=True), Col("Out", right=True, keep=True),
+            Col("Spent", right=True, keep=True)]
+    note = (Text("A call with several tags counts under each.", style="dim")
+            if by == "tag" else None)
+    return Fitted(cols, body, title=f"Spend in {report.month} by {by}",
+                  empty=f"No charged calls in {report.month}.", note=note)

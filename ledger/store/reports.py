@@ -136,3 +136,62 @@ def calibration(store: Store, flt: UsageFilter) -> list[CalibrationRow]:
         ).all()
     return [CalibrationRow(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
             for r in rows]
+
+
+def _scope(project: str, user: str | None, tag: str | None) -> list[ColumnElement[bool]]:
+    """The events a budget's scope counts: its project's, one end user's, one tag's."""
+    cond: list[ColumnElement[bool]] = [events.c.project == project]
+    if user is not None:
+        cond.append(events.c.user == user)
+    if tag is not None:  # canonical ",k=v,k2=v2,": one tag matches exactly
+        cond.append(events.c.tags.contains(f",{tag},", autoescape=True))
+    return cond
+
+
+@_translate
+def scope_costs(store: Store, project: str, user: str | None, tag: str | None, start: int,
+                end: int, step: int) -> dict[int, int]:
+    """``{bucket index: cost units}`` of a scope's events with ``start <= at < end``, in
+    buckets of ``step`` microseconds from ``start``."""
+    bucket = ((events.c.at - start) // step).label("bucket")
+    with store.read() as conn:
+        rows = conn.execute(
+            select(bucket, func.sum(events.c.cost))
+            .where(*_scope(project, user, tag), events.c.at >= start, events.c.at < end,
+                   events.c.cost > 0)
+            .group_by(bucket)
+        ).all()
+    return {int(index): int(units) for index, units in rows}
+
+
+@dataclass(frozen=True)
+class GroupedCost:
+    """A month's charged events of one project with one value of ``user``, ``tags`` (the
+    stored ",k=v,..." text) or ``model``."""
+
+    project: str
+    key: str | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_units: int
+
+
+@_translate
+def grouped_costs(store: Store, month: str, by: str, project: str | None = None
+                  ) -> list[GroupedCost]:
+    """Charged (``ok``/``cancelled``) events of ``month`` per project and ``by`` column."""
+    column = {"user": events.c.user, "tag": events.c.tags, "model": events.c.model}[by]
+    cond: list[ColumnElement[bool]] = [events.c.month == month,
+                                       events.c.status.in_(("ok", "cancelled"))]
+    if project is not None:
+        cond.append(events.c.project == project)
+    with store.read() as conn:
+        rows = conn.execute(
+            select(events.c.project, column, func.count(), func.sum(events.c.prompt_tokens),
+                   func.sum(events.c.completion_tokens), func.sum(events.c.cost))
+            .where(*cond)
+            .group_by(events.c.project, column)
+        ).all()
+    return [GroupedCost(str(r[0]), None if r[1] is None else str(r[1]), int(r[2]), int(r[3]),
+                        int(r[4]), int(r[5])) for r in rows]

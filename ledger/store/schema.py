@@ -30,6 +30,9 @@ indexes and sums them exactly.
 * ``credit_notes`` — one per voided invoice, numbered in their own sequence.
 * ``issuer``  — the seller printed on every invoice (one row, ``id = 1``).
 * ``customers`` — the bill-to party of a project and its tax rate (millionths).
+* ``alert_deliveries`` — which alert reached which webhook target (``ledger alerts deliver``):
+  one row per (target, alert id), claimed by one worker at a time (``claimed_by`` until
+  ``claimed_until``), ``delivered_at`` set on the first 2xx and never cleared.
 """
 
 from __future__ import annotations
@@ -268,4 +271,18 @@ customers = Table(
     Column("tax_rate", BigInteger, nullable=False),  # millionths: 200000 is 20%
     Column("tax_name", String(50), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    # The webhook URL without credentials (user:password@, secret-looking query values).
+    Column("target", String(1000), primary_key=True),
+    Column("alert_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("delivered_at", BigInteger, nullable=True),   # the first 2xx; NULL: not yet
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),           # redacted; never the secret
+    Column("last_attempt_at", BigInteger, nullable=True),
+    Column("claimed_by", String(200), nullable=True),    # the worker delivering it now
+    Column("claimed_until", BigInteger, nullable=True),  # its claim lapses then
 )
