@@ -1,12 +1,17 @@
 """Real PDF invoices and credit notes, made with fpdf2.
 
-Fonts: a Unicode TrueType font is embedded (subset) when one is found — ``$LEDGER_PDF_FONT``
-(a ``.ttf`` path), else DejaVu Sans (Debian ``fonts-dejavu-core``), Noto Sans or Liberation
-Sans from the usual system locations — with a CJK fallback font (``$LEDGER_PDF_FALLBACK_FONT``,
-else Droid Sans Fallback from Debian ``fonts-droid-fallback``, Noto Sans CJK or WenQuanYi)
-for the characters the main font lacks, so "Café Zürich — 東京" prints as written. Without a
-Unicode font the PDF uses the built-in Helvetica and text is reduced to Latin-1 safely
-(accents kept where Latin-1 has them, NFKD forms decomposed, anything else ``?``).
+Fonts: a Unicode TrueType font is embedded (subset): ``$LEDGER_PDF_FONT`` (a ``.ttf`` path)
+if set, else Noto Sans (Latin, Greek, Cyrillic; SIL Open Font License) as shipped by the
+``fontpkg-noto-sans`` dependency, so the PDF does not depend on the machine's fonts; only
+when that package is missing, DejaVu Sans (Debian ``fonts-dejavu-core``), Noto Sans or
+Liberation Sans from the usual system locations. Noto Sans ships as a variable font: its
+default instance is the regular face, and the bold face is instanced from it (``wght`` 700)
+per document, for the characters the document uses only (fontTools; a fraction of a second).
+A CJK fallback font (``$LEDGER_PDF_FALLBACK_FONT``, else Droid Sans Fallback from Debian
+``fonts-droid-fallback``, Noto Sans CJK or WenQuanYi) draws the characters the main font
+lacks, so "Café Zürich — 東京" prints as written. Without any Unicode font the PDF uses the
+built-in Helvetica and text is reduced to Latin-1 safely (accents kept where Latin-1 has
+them, NFKD forms decomposed, anything else ``?``).
 
 Every page carries the document number, the customer and "Page i of N" (counted per
 document, also when several invoices share one file); the table header repeats on every
@@ -17,9 +22,13 @@ same invoice renders to the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 import os
+import tempfile
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fpdf import FPDF
@@ -53,15 +62,24 @@ BOLD_NAMES = {"DejaVuSans.ttf": "DejaVuSans-Bold.ttf",
               "LiberationSans-Regular.ttf": "LiberationSans-Bold.ttf",
               "arial.ttf": "arialbd.ttf"}
 MARGIN = 15.0
+#: The font package (a dependency): Noto Sans, Latin, Greek and Cyrillic.
+FONT_PACKAGE = "fontpkg_noto_sans"
+BOLD_WEIGHT = 700
+#: Always in the bold face, whatever the document says: ASCII, Latin-1 and punctuation.
+BOLD_ALWAYS = "".join(map(chr, [*range(0x20, 0x7F), *range(0xA0, 0x100), *range(0x2010, 0x2028),
+                               0x2030, 0x2039, 0x203A, 0x20AC]))
 
 
-def _first_font(variable: str, candidates: Iterable[str]) -> Path | None:
-    """The font named by ``$variable`` (set but empty or missing: none), else the first of
-    ``candidates`` that exists as a TrueType file."""
+def _first_font(variable: str, candidates: Iterable[str],
+                packaged: Path | None = None) -> Path | None:
+    """The font named by ``$variable`` (set but empty or missing: none), else ``packaged``,
+    else the first of ``candidates`` that exists as a TrueType file."""
     configured = os.environ.get(variable)
     if configured is not None:
         path = Path(configured)
         return path if configured and path.is_file() else None
+    if packaged is not None:
+        return packaged
     for candidate in candidates:
         path = Path(candidate)
         if path.is_file() and path.suffix == ".ttf":
@@ -69,9 +87,25 @@ def _first_font(variable: str, candidates: Iterable[str]) -> Path | None:
     return None
 
 
+def packaged_font() -> Path | None:
+    """The regular (upright) Noto Sans file of the ``fontpkg-noto-sans`` package, or None
+    when that package is not installed."""
+    try:
+        module = importlib.import_module(FONT_PACKAGE)
+    except ImportError:
+        return None
+    root = Path(str(module.__file__)).parent
+    try:
+        meta = json.loads((root / "metadata.json").read_text(encoding="utf-8"))
+        files = [root / str(f["path"]) for f in meta["files"] if f.get("style") == "normal"]
+    except (OSError, ValueError, KeyError, TypeError):
+        files = [f for f in sorted((root / "files").glob("*.ttf")) if "Italic" not in f.name]
+    return next((f for f in files if f.suffix == ".ttf" and f.is_file()), None)
+
+
 def find_font() -> Path | None:
     """A Unicode TrueType font to embed, or None (then text is reduced to Latin-1)."""
-    return _first_font("LEDGER_PDF_FONT", FONT_CANDIDATES)
+    return _first_font("LEDGER_PDF_FONT", FONT_CANDIDATES, packaged_font())
 
 
 def find_fallback_font() -> Path | None:
@@ -93,15 +127,66 @@ def latin1(text: str) -> str:
     return "".join(out)
 
 
+def bold_face(font: Path, text: str, folder: Path) -> Path:
+    """The bold face of ``font``: its static sibling (``DejaVuSans-Bold.ttf`` ...); else, for
+    a variable font with a weight axis (the packaged Noto Sans), a bold instance of the
+    characters of ``text`` only, written into ``folder``; else ``font`` itself."""
+    sibling = font.with_name(BOLD_NAMES.get(font.name, font.name))
+    if sibling != font and sibling.is_file():
+        return sibling
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+    from fontTools.varLib import instancer
+
+    try:
+        face = TTFont(str(font))
+        axes = [] if "fvar" not in face else list(face["fvar"].axes)
+        weight = next((a for a in axes if a.axisTag == "wght"), None)
+        if weight is None:
+            return font
+        location = {a.axisTag: a.defaultValue for a in axes}
+        location["wght"] = min(max(BOLD_WEIGHT, weight.minValue), weight.maxValue)
+        options = subset.Options()
+        options.hinting = False
+        options.layout_features = []  # fpdf2 draws glyph by glyph: no shaping tables
+        options.name_IDs = ["*"]
+        options.notdef_outline = True
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(text=BOLD_ALWAYS + text)
+        subsetter.subset(face)
+        bold = instancer.instantiateVariableFont(face, location, updateFontNames=True)
+        bold.recalcTimestamp = False  # the same invoice, the same bytes
+        path = folder / f"{font.stem}-bold.ttf"
+        bold.save(str(path))
+        return path
+    except Exception:  # a font fontTools cannot instance: regular stands in
+        return font
+
+
+def _characters(docs: Iterable[Document]) -> str:
+    """Every character the documents print (a superset: every string field)."""
+    def strings(value: object) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from strings(item)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                yield from strings(getattr(value, f.name))
+
+    return "".join(sorted({ch for doc in docs for text in strings(doc) for ch in text}))
+
+
 class _Doc(FPDF):
-    def __init__(self, font: Path | None, fallback: Path | None) -> None:
+    def __init__(self, font: Path | None, fallback: Path | None,
+                 bold: Path | None = None) -> None:
         super().__init__(orientation="portrait", unit="mm", format="A4")
         self.unicode = font is not None
         self.glyphs: set[int] = set()
         if font is not None:
-            bold = font.with_name(BOLD_NAMES.get(font.name, font.name))
             self.add_font("Body", "", str(font))
-            self.add_font("Body", "B", str(bold if bold.is_file() else font))
+            self.add_font("Body", "B", str(bold or font))
             self.family = "Body"
             self.glyphs = set(getattr(self.fonts.get("body"), "cmap", None) or ())
             if fallback is not None:
@@ -181,16 +266,24 @@ def invoices(invs: Iterable[Invoice], *, font: Path | bool | None = True) -> byt
 
 def _render(docs: list[Document], created: object, title: str,
             font: Path | bool | None) -> bytes:
+    chosen, fallback = _choose(font)
+    with tempfile.TemporaryDirectory(prefix="ledger-pdf-") as folder:
+        # fpdf2 reads the font files until the PDF is output: keep them until then
+        bold = None if chosen is None else bold_face(chosen, _characters(docs), Path(folder))
+        return _output(docs, created, title, chosen, fallback, bold)
+
+
+def _output(docs: list[Document], created: object, title: str, chosen: Path | None,
+            fallback: Path | None, bold: Path | None) -> bytes:
     from datetime import datetime
 
-    chosen, fallback = _choose(font)
     # first pass: each document's page count, for "Page i of N"
     counts = []
     for doc in docs:
-        probe = _Doc(chosen, fallback)
+        probe = _Doc(chosen, fallback, bold)
         _draw(probe, doc, 1)
         counts.append(probe.page_no())
-    out = _Doc(chosen, fallback)
+    out = _Doc(chosen, fallback, bold)
     out.set_author("runapi-ledger")
     out.set_creator("runapi-ledger")
     out.set_title(out.text_of(title))
