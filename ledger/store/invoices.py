@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, text, update
@@ -92,9 +92,19 @@ def _late(f: Frozen) -> list[ColumnElement[bool]]:
             events.c.id > f.last_event_id, events.c.invoice_id.is_(None)]
 
 
+DAY_MICROS = 86_400_000_000
+
+
 def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
+    """The events matching ``where`` as lines: one per model and price period.
+
+    The database sums each model's events per unit price and UTC day (at most a few rows per
+    model and day, whatever the number of events); consecutive days at the same price are
+    then joined into one period, so a price that changes and later comes back (A, B, A)
+    gives three lines, while a price set again unchanged gives one.
+    """
     group = (events.c.month, events.c.model, events.c.input_price, events.c.output_price,
-             events.c.cached_price)
+             events.c.cached_price, (events.c.at // DAY_MICROS).label("day"))
     # cached tokens as billed: never more than the call's prompt tokens (``cost_units``)
     cached = case((events.c.cached_tokens > events.c.prompt_tokens, events.c.prompt_tokens),
                   else_=events.c.cached_tokens)
@@ -106,9 +116,38 @@ def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
         .where(*where, _chargeable())
         .group_by(*group)
     ).all()
-    return [LineRow(r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]),
-                    int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]),
-                    int(r[11]), int(r[12] or 0)) for r in rows]
+    days = [LineRow(r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]),
+                    int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]), int(r[11]),
+                    int(r[12]), int(r[13] or 0)) for r in rows]
+    return _periods(days)
+
+
+def _price(row: LineRow) -> tuple[str, str, int, int, int | None]:
+    return (row.month, row.model, row.input_price, row.output_price, row.cached_price)
+
+
+def _periods(days: list[LineRow]) -> list[LineRow]:
+    """Day rows joined into price periods: per month and model, in time order, each run of
+    rows at one price is one row (exact integer sums, first and last call)."""
+    out: list[LineRow] = []
+    current: dict[tuple[str, str], int] = {}  # (month, model) -> index in out of its run
+    for row in sorted(days, key=lambda r: (r.month, r.model, r.first_at, r.last_at)):
+        key = (row.month, row.model)
+        at = current.get(key)
+        if at is not None and _price(out[at]) == _price(row):
+            run = out[at]
+            out[at] = replace(
+                run, calls=run.calls + row.calls,
+                prompt_tokens=run.prompt_tokens + row.prompt_tokens,
+                completion_tokens=run.completion_tokens + row.completion_tokens,
+                cached_tokens=run.cached_tokens + row.cached_tokens,
+                cost_units=run.cost_units + row.cost_units,
+                first_at=min(run.first_at, row.first_at), last_at=max(run.last_at, row.last_at),
+                estimated_calls=run.estimated_calls + row.estimated_calls)
+        else:
+            current[key] = len(out)
+            out.append(row)
+    return out
 
 
 def _rows(conn: Connection, project: str, month: str, upto: int | None,
