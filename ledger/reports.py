@@ -176,7 +176,7 @@ def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
     daily = report_queries.daily_costs(store, month, to_micros(start))
     today = min(int(elapsed), days_in_month - 1) if now >= start else -1
     rows = []
-    for state in store.states(month):
+    for state in store.states(month, now):
         spent = state.spent
         burn = spent / max(elapsed, Decimal(1)) if elapsed > 0 else Decimal(0)
         forecast = spent + burn * left if 0 < elapsed < days_in_month else spent
@@ -200,7 +200,7 @@ def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
 def budgets(store: Store, now: datetime, month: str | None = None) -> list[BudgetState]:
     """Every project with a budget, with its state in ``month`` (default: ``now``'s)."""
     month = month_of(now) if month is None else parse_month(month)
-    return [s for s in store.states(month) if s.limit is not None]
+    return [s for s in store.states(month, now) if s.limit is not None]
 
 
 def _days(delta: timedelta) -> Decimal:
