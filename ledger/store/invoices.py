@@ -68,6 +68,21 @@ class LineRow:
     first_at: int
     last_at: int
     estimated_calls: int = 0
+    #: A part's end user and tags (``"k=v,k2=v2"``); None on a line and when not attributed.
+    user: str | None = None
+    tags: str | None = None
+    #: The line's events per (end user, tags): they add up to the line exactly.
+    parts: tuple[LineRow, ...] = ()
+
+
+def _plus(a: LineRow, b: LineRow) -> LineRow:
+    """Two groups of events as one: exact integer sums, the first and the last call."""
+    return replace(a, calls=a.calls + b.calls, prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+                   completion_tokens=a.completion_tokens + b.completion_tokens,
+                   cached_tokens=a.cached_tokens + b.cached_tokens,
+                   cost_units=a.cost_units + b.cost_units,
+                   first_at=min(a.first_at, b.first_at), last_at=max(a.last_at, b.last_at),
+                   estimated_calls=a.estimated_calls + b.estimated_calls)
 
 
 @dataclass(frozen=True)
@@ -96,15 +111,17 @@ DAY_MICROS = 86_400_000_000
 
 
 def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
-    """The events matching ``where`` as lines: one per model and price period.
+    """The events matching ``where`` as lines: one per model and price period, each with its
+    parts per end user and tags.
 
-    The database sums each model's events per unit price and UTC day (at most a few rows per
-    model and day, whatever the number of events); consecutive days at the same price are
-    then joined into one period, so a price that changes and later comes back (A, B, A)
-    gives three lines, while a price set again unchanged gives one.
+    The database sums the events per model, unit price, UTC day, end user and tags (a few
+    rows per model and day and user, whatever the number of events); consecutive days at
+    the same price are then joined into one period, so a price that changes and later comes
+    back (A, B, A) gives three lines, while a price set again unchanged gives one.
     """
     group = (events.c.month, events.c.model, events.c.input_price, events.c.output_price,
-             events.c.cached_price, (events.c.at // DAY_MICROS).label("day"))
+             events.c.cached_price, (events.c.at // DAY_MICROS).label("day"), events.c.user,
+             events.c.tags)
     # cached tokens as billed: never more than the call's prompt tokens (``cost_units``)
     cached = case((events.c.cached_tokens > events.c.prompt_tokens, events.c.prompt_tokens),
                   else_=events.c.cached_tokens)
@@ -116,38 +133,47 @@ def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
         .where(*where, _chargeable())
         .group_by(*group)
     ).all()
-    days = [LineRow(r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]),
-                    int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]), int(r[11]),
-                    int(r[12]), int(r[13] or 0)) for r in rows]
-    return _periods(days)
+    fine = [(int(r[5]), LineRow(
+        r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]), int(r[8]),
+        int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13]), int(r[14]), int(r[15] or 0),
+        user=r[6] or None, tags=(r[7] or "").strip(",") or None)) for r in rows]
+    return _periods(fine)
 
 
 def _price(row: LineRow) -> tuple[str, str, int, int, int | None]:
     return (row.month, row.model, row.input_price, row.output_price, row.cached_price)
 
 
-def _periods(days: list[LineRow]) -> list[LineRow]:
-    """Day rows joined into price periods: per month and model, in time order, each run of
-    rows at one price is one row (exact integer sums, first and last call)."""
-    out: list[LineRow] = []
-    current: dict[tuple[str, str], int] = {}  # (month, model) -> index in out of its run
-    for row in sorted(days, key=lambda r: (r.month, r.model, r.first_at, r.last_at)):
-        key = (row.month, row.model)
-        at = current.get(key)
-        if at is not None and _price(out[at]) == _price(row):
-            run = out[at]
-            out[at] = replace(
-                run, calls=run.calls + row.calls,
-                prompt_tokens=run.prompt_tokens + row.prompt_tokens,
-                completion_tokens=run.completion_tokens + row.completion_tokens,
-                cached_tokens=run.cached_tokens + row.cached_tokens,
-                cost_units=run.cost_units + row.cost_units,
-                first_at=min(run.first_at, row.first_at), last_at=max(run.last_at, row.last_at),
-                estimated_calls=run.estimated_calls + row.estimated_calls)
+def _periods(fine: list[tuple[int, LineRow]]) -> list[LineRow]:
+    """Rows per day (and end user and tags) joined into price periods: per month and model,
+    in time order, each run of days at one price is one line; its parts are its rows summed
+    per (end user, tags)."""
+    days: dict[tuple[tuple[str, str, int, int, int | None], int], LineRow] = {}
+    for day, row in fine:
+        key = (_price(row), day)
+        whole = replace(row, user=None, tags=None)
+        days[key] = _plus(days[key], whole) if key in days else whole
+    lines: list[LineRow] = []
+    period: dict[tuple[tuple[str, str, int, int, int | None], int], int] = {}
+    current: dict[tuple[str, str], int] = {}  # (month, model) -> index of its running period
+    for key, row in sorted(days.items(), key=lambda kv: (kv[1].month, kv[1].model,
+                                                          kv[1].first_at, kv[1].last_at)):
+        run = current.get((row.month, row.model))
+        if run is not None and _price(lines[run]) == _price(row):
+            lines[run] = _plus(lines[run], row)
         else:
-            current[key] = len(out)
-            out.append(row)
-    return out
+            run = current[(row.month, row.model)] = len(lines)
+            lines.append(row)
+        period[key] = run
+    parts: list[dict[tuple[str | None, str | None], LineRow]] = [{} for _ in lines]
+    for day, row in fine:
+        mine = parts[period[(_price(row), day)]]
+        who = (row.user, row.tags)
+        mine[who] = _plus(mine[who], row) if who in mine else row
+    return [replace(line, parts=tuple(sorted(
+        found.values(), key=lambda p: (p.user is None, p.user or "", p.tags is None,
+                                       p.tags or ""))))
+            for line, found in zip(lines, parts, strict=True)]
 
 
 def _rows(conn: Connection, project: str, month: str, upto: int | None,
