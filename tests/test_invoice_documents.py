@@ -72,12 +72,15 @@ BUYER = "Zoë & Łukasz «Ünïcode»"
 STREET = "ул. Тверская 1 / Οδός Ερμού 2"
 
 
-def pdftotext(document: bytes, tmp_path: Path, page: int | None = None) -> str:
-    """The text poppler's ``pdftotext`` reads from ``document`` (one page, if given)."""
+def pdftotext(document: bytes, tmp_path: Path, page: int | None = None,
+              layout: bool = False) -> str:
+    """The text poppler's ``pdftotext`` reads from ``document`` (one page, if given; as laid
+    out on the page, row by row, with ``layout``)."""
     assert shutil.which("pdftotext"), "pdftotext (Debian's poppler-utils) is needed (.ci/run)"
     source = tmp_path / "doc.pdf"
     source.write_bytes(document)
     pages = [] if page is None else ["-f", str(page), "-l", str(page)]
+    pages += ["-layout"] if layout else []
     return subprocess.run(["pdftotext", "-enc", "UTF-8", *pages, str(source), "-"],
                           check=True, capture_output=True, text=True).stdout
 
@@ -138,3 +141,31 @@ def test_latin_cyrillic_and_greek_names_print_as_written_without_system_fonts(
         assert fonts and all("NotoSans" in line for line in fonts), fonts
         assert all(" yes " in line for line in fonts), fonts   # embedded
         assert len({line.split()[0] for line in fonts}) == 2, fonts  # regular and bold
+
+
+def test_a_line_keeps_its_sub_lines_and_the_totals_keep_a_line(
+        book: Ledger, clock: ManualClock, tmp_path: Path) -> None:
+    """Issue 11: in a PDF of 45 lines (every other one with cached input), no page starts
+    with a sub-line or ends before a line's last sub-line, and the totals page also has the
+    last line."""
+    book.set_customer("acme", name=BUYER)
+    nov = datetime(2026, 11, 1, tzinfo=UTC)
+    for i in range(45):
+        book.set_price(f"model-{i:03d}", Decimal("0.5"), effective_from=nov)
+        book.record("acme", f"model-{i:03d}", 2000 + i, 1000, cached_tokens=500 * (i % 2),
+                    at=datetime(2026, 11, 3, tzinfo=UTC))
+    clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+    document = pdf.invoice(book.invoice("acme", "2026-11"))
+    count = len(pypdf.PdfReader(io.BytesIO(document)).pages)
+    assert count >= 3
+    seen = []
+    for page in range(1, count + 1):
+        text = pdftotext(document, tmp_path, page, layout=True)
+        rows = ["line" if "model-" in ln else ln.strip().split("  ")[0]
+                for ln in text.splitlines() if "model-" in ln or " tokens " in ln]
+        assert rows[0] == "line", (page, rows[:3])
+        assert rows[-1] == "output tokens", (page, rows[-3:])
+        seen += [ln for ln in text.splitlines() if "model-" in ln]
+        if page == count:
+            assert "Amount due" in text and "model-044" in text
+    assert len(seen) == 45
