@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from ledger import InvalidInput, Ledger, ManualClock
 from ledger.cli import main
 from ledger.cli.options import CliState
+from ledger.invoice import InvoiceLine
 from ledger.records import Attribution, Outcome
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
@@ -46,9 +48,10 @@ def attributed(any_book: Ledger, clock: ManualClock) -> Ledger:
     return any_book
 
 
-def by_model(lines: object) -> dict[str, Decimal]:
+def by_model(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:
+    """Each model's billed amount, over all its lines."""
     sums: dict[str, Decimal] = defaultdict(Decimal)
-    for line in lines:  # type: ignore[attr-defined]
+    for line in lines:
         sums[line.model] += line.amount
     return dict(sums)
 
