@@ -479,15 +479,16 @@ class Ledger:
 
     # -- reports and invoices (ledger.reports, ledger.invoice) --------------------------------
     def invoice(self, project: str, month: str, *, draft: bool = False,
-                include_empty: bool = False) -> Invoice:
+                include_empty: bool = False, by: str | None = None) -> Invoice:
         """The invoice of ``project`` for ``month``; issuing freezes it (``draft``: never).
 
         Refuses a month not over, a future month and a project never seen; a $0.00 month
-        comes back unnumbered unless ``include_empty``."""
+        comes back unnumbered unless ``include_empty``. ``by="user"``, ``"tag"`` or
+        ``"tag:KEY"`` splits its lines per end user or tag, the total unchanged."""
         from .invoice import invoice
 
         return invoice(self.store, self.now(), project, month, draft=draft,
-                       include_empty=include_empty)
+                       include_empty=include_empty, by=by)
 
     def void_invoice(self, number: int | str, *, reason: str) -> CreditNote:
         """Void an issued invoice (``"INV-000005"``): returns its credit note (``CN-000001``);
@@ -539,12 +540,13 @@ class Ledger:
 
         return budget_report(self.store, self.now(), self._month(month), by=by)
 
-    def invoices(self, month: str, *, draft: bool = False) -> list[Invoice]:
+    def invoices(self, month: str, *, draft: bool = False,
+                 by: str | None = None) -> list[Invoice]:
         """The invoice of every project with something to bill for ``month`` (issued unless
-        ``draft``), by project."""
+        ``draft``), by project; lines split ``by`` end user or tag if asked."""
         from .invoice import invoices_for_month
 
-        return invoices_for_month(self.store, self.now(), month, draft=draft)
+        return invoices_for_month(self.store, self.now(), month, draft=draft, by=by)
 
     def usage(self, *, project: str | None = None, month: str | None = None,
               model: str | None = None, status: str | None = None, user: str | None = None,

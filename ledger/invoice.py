@@ -31,6 +31,12 @@
 * **Drafts.** ``draft=True`` computes what issuing would bill now, without a number and without
   freezing anything; it works for any month. A draft of a month already issued is the issued
   invoice.
+* **By end user or tag.** Each line keeps its ``parts``: its calls per (end user, tags), exact,
+  frozen with the document. ``by="user"``, ``"tag"`` (a call's set of tags) or ``"tag:KEY"``
+  (the value of one tag) splits every line into one line per group (``group``; None for
+  calls without one), each with its own calls and exact amount. The line's billed cents are
+  shared out among its groups in proportion to their exact amounts (largest remainder), so
+  each model's split lines add up to its line, and subtotal, tax and total never change.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from .clock import month_bounds, parse_month
@@ -62,7 +68,7 @@ from .store import parties as party_sql
 from .store.ops import Store
 from .store.schema import from_micros, to_micros
 
-__all__ = ["Component", "CreditNote", "Invoice", "InvoiceLine", "build_invoice",
+__all__ = ["BY", "Component", "CreditNote", "Invoice", "InvoiceLine", "Part", "build_invoice",
            "credit_notes", "invoice", "invoice_number", "invoices_for_month", "is_issued",
            "issued_invoices", "line_from_row", "projects_to_invoice",
            "void_invoice"]
@@ -71,6 +77,66 @@ USAGE = "usage"
 ADJUSTMENT = "adjustment"
 ZERO = Decimal("0.00")
 THOUSAND = Decimal(1000)
+#: How an invoice's lines can be split: per end user, per set of tags, per value of a tag.
+BY = ("user", "tag", "tag:KEY")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A line's calls of one end user with one set of tags (``"k=v,k2=v2"``), exact."""
+
+    user: str | None
+    tags: str | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    exact_amount: Decimal
+    estimated_calls: int = 0
+    first_call_at: datetime | None = None
+    last_call_at: datetime | None = None
+
+    def group(self, by: str) -> str | None:
+        """This part's group when lines are split ``by`` (None: no user, no such tag)."""
+        if by == "user":
+            return self.user
+        if by == "tag":
+            return self.tags
+        key = by.removeprefix("tag:")
+        for tag in (self.tags or "").split(","):
+            if tag.partition("=")[0] == key:
+                return tag
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "tags": self.tags, "calls": self.calls,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cached_tokens": self.cached_tokens, "exact_amount": money_str(self.exact_amount),
+                "estimated_calls": self.estimated_calls,
+                "first_call_at": _iso(self.first_call_at), "last_call_at": _iso(self.last_call_at)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Part:
+        return cls(user=data.get("user"), tags=data.get("tags"), calls=int(data["calls"]),
+                   prompt_tokens=int(data["prompt_tokens"]),
+                   completion_tokens=int(data["completion_tokens"]),
+                   cached_tokens=int(data["cached_tokens"]),
+                   exact_amount=Decimal(data["exact_amount"]),
+                   estimated_calls=int(data.get("estimated_calls", 0)),
+                   first_call_at=_parse_iso(data.get("first_call_at")),
+                   last_call_at=_parse_iso(data.get("last_call_at")))
+
+
+def check_by(by: object) -> str | None:
+    """``None``, ``"user"``, ``"tag"`` or ``"tag:KEY"``; anything else is ``InvalidInput``."""
+    if by is None:
+        return None
+    if isinstance(by, str):
+        key = by.removeprefix("tag:")
+        if by in ("user", "tag") or (key != by and key and key.strip() == key
+                                     and not set(key) & set(",=")):
+            return by
+    raise InvalidInput(f"invoice lines split by user, tag or tag:KEY, got {by!r}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +174,10 @@ class InvoiceLine:
     last_call_at: datetime | None = None
     estimated_calls: int = 0
     carried_in: Decimal = ZERO
+    #: The line's calls per (end user, tags); empty when none of them is attributed.
+    parts: tuple[Part, ...] = ()
+    #: The end user or tag of a split line (``Invoice.by``); None for calls without one.
+    group: str | None = None
 
     @property
     def description(self) -> str:
@@ -170,6 +240,8 @@ class InvoiceLine:
                             "unit_price": None if c.unit_price is None
                             else money_str(c.unit_price),
                             "amount": money_str(c.amount)} for c in self.components],
+            **({"parts": [p.to_dict() for p in self.parts]} if self.parts else {}),
+            **({} if self.group is None else {"group": self.group}),
         }
 
     @classmethod
@@ -192,7 +264,53 @@ class InvoiceLine:
             last_call_at=_parse_iso(data.get("last_call_at")),
             estimated_calls=int(data.get("estimated_calls", 0)),
             carried_in=Decimal(data.get("carried_in", "0.00")),
+            parts=tuple(Part.from_dict(p) for p in data.get("parts", ())),
+            group=data.get("group"),
         )
+
+    def split(self, by: str) -> list[InvoiceLine]:
+        """This line as one line per group ``by`` (groups by name, None last); the line's
+        billed cents shared out in proportion to the groups' exact amounts (largest
+        remainder), so the split lines add up to ``amount``."""
+        parts = self.parts or (Part(None, None, self.calls, self.prompt_tokens,
+                                    self.completion_tokens, self.cached_tokens,
+                                    self.exact_amount, self.estimated_calls,
+                                    self.first_call_at, self.last_call_at),)
+        groups: dict[str | None, list[Part]] = {}
+        for part in parts:
+            groups.setdefault(part.group(by), []).append(part)
+        names = sorted(groups, key=lambda g: (g is None, g or ""))
+        exact = [sum((p.exact_amount for p in groups[g]), Decimal(0)) for g in names]
+        shares = _share_out(self.amount, exact)
+        return [replace(
+            self, calls=sum(p.calls for p in groups[g]),
+            prompt_tokens=sum(p.prompt_tokens for p in groups[g]),
+            completion_tokens=sum(p.completion_tokens for p in groups[g]),
+            cached_tokens=sum(p.cached_tokens for p in groups[g]),
+            exact_amount=e, amount=share, carried_in=ZERO,
+            estimated_calls=sum(p.estimated_calls for p in groups[g]),
+            first_call_at=min((p.first_call_at for p in groups[g] if p.first_call_at),
+                              default=None),
+            last_call_at=max((p.last_call_at for p in groups[g] if p.last_call_at),
+                             default=None),
+            parts=(), group=g) for g, e, share in zip(names, exact, shares, strict=True)]
+
+
+def _share_out(amount: Decimal, weights: list[Decimal]) -> list[Decimal]:
+    """``amount`` (whole cents) in cents, shared in proportion to ``weights`` (at least
+    zero) by the largest remainder method: the shares add up to ``amount`` exactly; ties go
+    to the earlier share. All to the first share when the weights add up to zero."""
+    with money_context():
+        cents = int(amount.scaleb(2))
+        total = sum(weights, Decimal(0))
+        if total <= 0:
+            return [amount, *([ZERO] * (len(weights) - 1))]
+        ideal = [Decimal(cents) * w / total for w in weights]
+        floors = [int(x.to_integral_value(rounding=ROUND_FLOOR)) for x in ideal]
+        order = sorted(range(len(ideal)), key=lambda i: (-(ideal[i] - floors[i]), i))
+        for i in order[:cents - sum(floors)]:
+            floors[i] += 1
+        return [Decimal(c).scaleb(-2) for c in floors]
 
 
 @dataclass(frozen=True)
@@ -219,12 +337,24 @@ class Invoice:
     customer: Customer | None = None
     state: str = ""
     credit_note: str | None = None
+    #: How the lines are split (``split``): None, "user", "tag" or "tag:KEY".
+    by: str | None = None
 
     def __post_init__(self) -> None:
         if self.subtotal is None:
             object.__setattr__(self, "subtotal", self.total)
         if not self.state:
             object.__setattr__(self, "state", "draft" if self.draft else "issued")
+
+    def split(self, by: str | None) -> Invoice:
+        """The same invoice with its lines split per end user or tag (``check_by``): one
+        line per group, model and price period; subtotal, tax and total unchanged."""
+        by = check_by(by)
+        if by is None or self.by is not None:
+            return self
+        lines = [(i, line) for i, line in enumerate(self.lines) for line in line.split(by)]
+        lines.sort(key=lambda il: (il[1].group is None, il[1].group or "", il[0]))
+        return replace(self, lines=tuple(line for _, line in lines), by=by)
 
     @property
     def label(self) -> str:
@@ -283,6 +413,10 @@ class Invoice:
     def to_dict(self) -> dict[str, Any]:
         """The invoice as JSON-ready data (the CLI's ``--format json`` and the frozen copy)."""
         assert self.subtotal is not None
+        billed = _billed(self)
+        if self.by is not None:  # every split line names its group, None included
+            billed["lines"] = [{**d, "group": ln.group}
+                               for d, ln in zip(billed["lines"], self.lines, strict=True)]
         return {
             "number": self.number,
             "label": self.label,
@@ -295,9 +429,10 @@ class Invoice:
             "period_start": self.period_start.isoformat(),
             "period_end": self.period_end.isoformat(),
             "draft": self.draft,
-            **_billed(self),
+            **billed,
             "amount_due": money_str(self.amount_due),
             "credit_note": self.credit_note,
+            **({} if self.by is None else {"by": self.by}),
         }
 
     def to_json(self) -> str:
@@ -327,6 +462,7 @@ class Invoice:
             customer=None if not data.get("customer") else Customer.from_dict(data["customer"]),
             state=str(data.get("state") or ""),
             credit_note=data.get("credit_note"),
+            by=data.get("by"),
         )
 
     @classmethod
@@ -476,7 +612,17 @@ def line_from_row(row: sql.LineRow, month: str, carried_in: Decimal = ZERO) -> I
         last_call_at=from_micros(row.last_at),
         estimated_calls=row.estimated_calls,
         carried_in=carried_in,
+        parts=_parts(row),
     )
+
+
+def _parts(row: sql.LineRow) -> tuple[Part, ...]:
+    """The row's parts per end user and tags; none when no call of it is attributed."""
+    if all(p.user is None and p.tags is None for p in row.parts):
+        return ()
+    return tuple(Part(p.user, p.tags, p.calls, p.prompt_tokens, p.completion_tokens,
+                      p.cached_tokens, from_units(p.cost_units), p.estimated_calls,
+                      from_micros(p.first_at), from_micros(p.last_at)) for p in row.parts)
 
 
 def adjustment_remainder(history: Sequence[Mapping[str, Any]]) -> Decimal:
@@ -520,15 +666,21 @@ def build_invoice(number: int | None, project: str, month: str, issued_at: datet
 
 @in_money_context
 def invoice(store: Store, now: datetime, project: str, month: str, *, draft: bool = False,
-            include_empty: bool = False) -> Invoice:
+            include_empty: bool = False, by: str | None = None) -> Invoice:
     """The invoice of ``project`` for ``month`` (``YYYY-MM``) as of ``now``; see the module
-    docstring.
+    docstring. ``by`` splits its lines per end user or tag (``Invoice.split``).
 
     Issuing (the default) freezes it and numbers it; ``draft=True`` never writes anything.
     Computed in the ledger's own decimal context (``money_context``), whatever the caller's.
     """
     check_name(project, "project")
     month = parse_month(month)
+    by = check_by(by)
+    return _invoice(store, now, project, month, draft, include_empty).split(by)
+
+
+def _invoice(store: Store, now: datetime, project: str, month: str, draft: bool,
+             include_empty: bool) -> Invoice:
     stored = sql.issued(store, project, month)
     if stored is not None:
         return Invoice.from_dict(stored)
@@ -595,12 +747,13 @@ def credit_notes(store: Store) -> list[CreditNote]:
 
 
 def invoices_for_month(store: Store, now: datetime, month: str, *, draft: bool = False,
-                       include_empty: bool = False) -> list[Invoice]:
+                       include_empty: bool = False, by: str | None = None) -> list[Invoice]:
     """The invoice of every project with something to bill for ``month`` (usage in it, an
     invoice already issued for it, or late usage of an earlier frozen month), by project;
-    issuing those not yet issued unless ``draft``."""
+    issuing those not yet issued unless ``draft``; lines split ``by`` if asked."""
     month = parse_month(month)
-    return [invoice(store, now, p, month, draft=draft, include_empty=include_empty)
+    by = check_by(by)
+    return [invoice(store, now, p, month, draft=draft, include_empty=include_empty, by=by)
             for p in projects_to_invoice(store, month)]
 
 

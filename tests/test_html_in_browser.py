@@ -229,3 +229,101 @@ def test_the_budget_report_reads_right(report_book: Ledger, tmp_path: Path) -> N
     for row in report.rows:
         if row.forecast_over:
             assert shown[row.project][1] != GREEN, row.project
+
+
+# -- printed: Chromium's print-to-PDF of a long invoice, page by page (pdftotext) -------------
+SUB_LINES = ("input tokens", "cached input tokens", "output tokens")
+
+
+def printed(page: str, paper: str, tmp_path: Path) -> list[str]:
+    """The text of each page (``pdftotext -layout``) when headless Chromium prints ``page``
+    on ``paper`` (``A4``, ``letter``) without its own header and footer."""
+    assert CHROMIUM is not None, "headless Chromium (Debian's chromium package) is needed"
+    assert shutil.which("pdftotext"), "pdftotext (Debian's poppler-utils) is needed (.ci/run)"
+    source = tmp_path / f"print-{paper}.html"
+    source.write_text(page.replace("</head>", f"<style>@page {{ size: {paper}; }}</style>"
+                                              "</head>"), encoding="utf-8")
+    out = tmp_path / f"print-{paper}.pdf"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-print'}",
+         "--no-pdf-header-footer", f"--print-to-pdf={out}", source.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert out.is_file(), f"chromium printed nothing (exit {done.returncode}): {done.stderr}"
+    import pypdf
+
+    count = len(pypdf.PdfReader(out).pages)
+    return [subprocess.run(["pdftotext", "-enc", "UTF-8", "-layout", "-f", str(i), "-l", str(i),
+                            str(out), "-"], check=True, capture_output=True, text=True).stdout
+            for i in range(1, count + 1)]
+
+
+@pytest.fixture
+def long_book(book: Ledger, clock: ManualClock) -> Ledger:
+    """120 models in November (every other one with cached input): an invoice of 120 lines
+    and 420 sub-lines, for a customer with a Unicode name and 20% VAT."""
+    book.set_issuer(name="Seller Ltd", address="1 Main St")
+    book.set_customer("acme", name="Zoë & Łukasz «Ünïcode»", tax_rate=Decimal("0.20"),
+                      tax_name="VAT")
+    for i in range(120):
+        book.set_price(f"model-{i:03d}", Decimal("0.5"), effective_from=NOV)
+        book.record("acme", f"model-{i:03d}", 2000 + i, 1000, cached_tokens=500 * (i % 2),
+                    at=datetime(2026, 11, 3, tzinfo=UTC))
+    clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+    return book
+
+
+@pytest.mark.parametrize("paper", ["A4", "letter"])
+def test_a_long_invoice_prints_page_by_page(long_book: Ledger, tmp_path: Path,
+                                            paper: str) -> None:
+    """Issue 11: printed (Chromium, A4 and Letter), every page has the number, the customer,
+    "Page i of N" and the table header; no line is split from its sub-lines across pages;
+    the totals come once, at the end, with lines above them on their page."""
+    inv = long_book.invoice("acme", "2026-11")
+    pages = printed(render_html.invoice(inv), paper, tmp_path)
+    assert len(pages) >= 4
+    seen_models: list[str] = []
+    for i, text in enumerate(pages, start=1):
+        assert "INV-000001" in text and "Zoë & Łukasz «Ünïcode»" in text, i
+        assert f"Page {i} of {len(pages)}" in text, i
+        assert re.search(r"Description\s+Quantity\s+Unit price\s+Amount", text), i
+        rows = [("line", m.group(0)) if (m := re.search(r"model-\d{3}", ln)) else
+                ("sub", next(s for s in reversed(SUB_LINES) if s in ln))
+                for ln in text.splitlines() if "model-" in ln or "tokens" in ln]
+        assert rows and rows[0][0] == "line", (i, rows[:3])       # no orphaned sub-lines
+        assert rows[-1] == ("sub", "output tokens"), (i, rows[-3:])  # no line cut short
+        seen_models += [name for kind, name in rows if kind == "line"]
+    assert seen_models == [f"model-{i:03d}" for i in range(120)]   # each line once, in order
+    with_totals = [text for text in pages if "Amount due" in text]
+    assert len(with_totals) == 1 and with_totals[0] is pages[-1]    # once, not on every page
+    last = with_totals[0]
+    for total in ("Subtotal", "VAT 20%", "Total (USD)", "$" + format(inv.total, ",f")):
+        assert total in last, total
+    assert "model-119" in last                                       # not orphaned
+
+
+def test_totals_are_never_alone_on_a_page(book: Ledger, clock: ManualClock,
+                                          tmp_path: Path) -> None:
+    """Issue 11: invoices of 6 to 25 lines printed in one file (A4; some end where a page
+    does): each starts a page headed with its own number and customer, its totals come once
+    and with its last line on their page (only footnotes may follow on a page of their own)."""
+    for n in range(6, 26):
+        book.set_customer(f"p{n:02d}", name=f"Customer {n}")
+        for i in range(n):
+            book.set_price(f"m{n:02d}-{i:02d}", Decimal("0.5"), effective_from=NOV)
+            book.record(f"p{n:02d}", f"m{n:02d}-{i:02d}", 2000, 1000,
+                        at=datetime(2026, 11, 3, tzinfo=UTC))
+    clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+    invs = book.invoices("2026-11")
+    assert [len(i.lines) for i in invs] == list(range(6, 26))
+    pages = printed(render_html.invoices(invs, "2026-11"), "A4", tmp_path)
+    for inv, n in zip(invs, range(6, 26), strict=True):
+        own = [text for text in pages if f"{inv.label} · Customer {n}" in text]
+        assert own and f"m{n:02d}-00 " in own[0], inv.label   # starts a page of its own
+        totals = [k for k, text in enumerate(own) if "Amount due" in text]
+        assert len(totals) == 1, inv.label
+        with_lines = own[:totals[0] + 1]           # after the totals page: footnotes only
+        assert all(f"m{n:02d}-" in text for text in with_lines), inv.label
+        assert sum(f"m{n:02d}-" in text for text in pages) == len(with_lines), inv.label
+        assert f"m{n:02d}-{n - 1:02d} " in own[totals[0]], inv.label   # its last line, too

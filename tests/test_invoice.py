@@ -69,6 +69,28 @@ class TestLines:
         assert str(inv.total) == "0.14"
         assert inv.currency == "USD" and inv.number == 1 and not inv.draft
 
+    def test_a_price_that_comes_back_starts_a_line_of_its_own(self, any_book: Ledger,
+                                                              clock: ManualClock) -> None:
+        """Issue 11: $0.010 to Nov 10, $0.030 to Nov 20, $0.010 again: three price periods,
+        three lines with their own dates, each rounded half-even once (0.005 -> 0.00 twice,
+        not 0.010 -> 0.01 blended into one line); the total is the sum of the lines."""
+        any_book.set_price("m", Decimal("0.010"), effective_from=NOV)
+        any_book.set_price("m", Decimal("0.030"), effective_from=at(10, hour=0))
+        any_book.set_price("m", Decimal("0.010"), effective_from=at(20, hour=0))
+        any_book.record("acme", "m", 200, 0, at=at(2))     # 0.002
+        any_book.record("acme", "m", 300, 0, at=at(5))     # 0.003: 0.005 -> 0.00
+        any_book.record("acme", "m", 500, 0, at=at(12))    # 0.015 -> 0.02
+        any_book.record("acme", "m", 500, 0, at=at(25))    # 0.005 -> 0.00
+        clock.set(LATER)
+        inv = any_book.invoice("acme", "2026-11")
+        assert [(ln.input_per_1k, ln.calls, ln.exact_amount, ln.amount, ln.dates)
+                for ln in inv.lines] == [
+            (Decimal("0.010"), 2, Decimal("0.005"), Decimal("0.00"), "2–5 Nov 2026"),
+            (Decimal("0.030"), 1, Decimal("0.015"), Decimal("0.02"), "12 Nov 2026"),
+            (Decimal("0.010"), 1, Decimal("0.005"), Decimal("0.00"), "25 Nov 2026"),
+        ]
+        assert inv.total == Decimal("0.02") == sum(ln.amount for ln in inv.lines)
+
     def test_total_is_the_sum_of_rounded_lines_not_the_rounded_sum(self, priced: Ledger) -> None:
         """0.005 -> 0.00 and 0.025 -> 0.02 (half-even): total 0.02, though the exact sum is 0.03."""
         priced.record("acme", "m", 500, 0, at=at(2))        # 500 * $0.010/1K = 0.005

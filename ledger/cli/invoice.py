@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..invoice import CreditNote, Invoice, issued_invoices, projects_to_invoice
+from ..invoice import CreditNote, Invoice, check_by, issued_invoices, projects_to_invoice
 from ..invoice import invoice as make_invoice
 from ..money import money_context, money_str
 from ..render import csv as render_csv
@@ -67,9 +67,12 @@ def invoice() -> None:
                    "works for any month.")
 @click.option("--include-empty", is_flag=True,
               help="Number and freeze a $0.00 invoice too (otherwise it is shown unnumbered).")
+@click.option("--by", "by", metavar="user|tag|tag:KEY",
+              help="Split the lines per end user, per set of tags, or per value of tag KEY "
+                   "(the total unchanged).")
 @pass_state
 def issue(state: CliState, project: str | None, all_projects: bool, month: str, fmt: str,
-          output: Path | None, draft: bool, include_empty: bool) -> None:
+          output: Path | None, draft: bool, include_empty: bool, by: str | None) -> None:
     """Issue PROJECT's invoice for a month that is over (or every project's, with --all).
 
     The document has the issuer and bill-to blocks (`ledger issuer set`, `ledger customer
@@ -79,8 +82,10 @@ def issue(state: CliState, project: str | None, all_projects: bool, month: str, 
     Issuing freezes the invoice: issuing it again returns the same document, and usage
     recorded later for that month appears as an adjustment line on the project's next
     invoice. A month that is not over, a future month and a project with no usage and no
-    customer record are refused; --draft always works and never freezes. See also `ledger
-    invoice list` and `ledger invoice void NUMBER --reason TEXT` (a credit note).
+    customer record are refused; --draft always works and never freezes. --by user, --by
+    tag or --by tag:KEY splits every line per end user, per set of tags or per value of one
+    tag; each model's split lines add up to its line, and the total is unchanged. See also
+    `ledger invoice list` and `ledger invoice void NUMBER --reason TEXT` (a credit note).
 
     \b
     Example:
@@ -88,13 +93,17 @@ def issue(state: CliState, project: str | None, all_projects: bool, month: str, 
       ledger invoice acme --month 2026-11 --format pdf --output acme-2026-11.pdf
       ledger invoice --all --month 2026-11 --format json
       ledger invoice acme --month 2026-12 --draft
+      ledger invoice acme --month 2026-11 --by user
+      ledger invoice acme --month 2026-11 --by tag:team --format csv
     """
     if all_projects == (project is not None):
         raise click.UsageError("give a PROJECT or --all (not both)")
+    by = check_by(by)
     book = state.open()
     projects = projects_to_invoice(book.store, month) if all_projects else [project or ""]
     now = book.now()
-    invs = [make_invoice(book.store, now, p, month, draft=draft, include_empty=include_empty)
+    invs = [make_invoice(book.store, now, p, month, draft=draft, include_empty=include_empty,
+                         by=by)
             for p in tracked(projects, f"invoices for {month}", total=len(projects),
                              enabled=all_projects and show_progress(output))]
     if not draft:

@@ -24,7 +24,7 @@ from ..money import money_str, price_from_units
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
-    from ..invoice import CreditNote, Invoice
+    from ..invoice import CreditNote, Invoice, InvoiceLine
     from ..pricing import Price
     from ..reports import BudgetLine, BudgetReport, Calibration, UsageRow
     from ..webhook import AlertLike
@@ -83,7 +83,7 @@ def write_rows(out: IO[str], header: Sequence[str], rows: Iterable[Sequence[Cell
 
 
 INVOICE_HEADER = ("invoice", "number", "project", "month", "currency", "issued_at", "kind",
-                  "model", "adjusts_month", "input_per_1k", "output_per_1k",
+                  "group", "model", "adjusts_month", "input_per_1k", "output_per_1k",
                   "cached_input_per_1k", "calls", "prompt_tokens", "completion_tokens",
                   "cached_tokens", "exact_amount", "amount", "invoice_total")
 
@@ -96,15 +96,23 @@ def invoices(out: IO[str], invs: Iterable[Invoice]) -> int:
             head: list[Cell] = [inv.label, inv.number, inv.project, inv.month, inv.currency,
                                 inv.issued_at]
             if not inv.lines:
-                yield [*head, "", "", "", "", "", "", 0, 0, 0, 0, Decimal("0.00"),
+                yield [*head, "", "", "", "", "", "", "", 0, 0, 0, 0, Decimal("0.00"),
                        Decimal("0.00"), inv.total]
             for line in inv.lines:
-                yield [*head, line.kind, line.model, line.adjusts_month, line.input_per_1k,
+                yield [*head, line.kind, _group(inv, line), line.model, line.adjusts_month,
+                       line.input_per_1k,
                        line.output_per_1k, line.cached_input_per_1k, line.calls,
                        line.prompt_tokens, line.completion_tokens, line.cached_tokens,
                        line.exact_amount, line.amount, inv.total]
 
     return write_rows(out, INVOICE_HEADER, rows())
+
+
+def _group(inv: Invoice, line: InvoiceLine) -> str:
+    """A split line's end user or tag (``--by``), as the document names it; else empty."""
+    from .document import group_label
+
+    return "" if inv.by is None else group_label(inv.by, line.group)
 
 
 CREDIT_NOTE_HEADER = ("credit_note", "invoice", "project", "month", "currency", "issued_at",

@@ -21,6 +21,10 @@ ESTIMATED_NOTE = ("* Estimated: these calls' usage was not reported by the serve
 ROUNDING_NOTE = ("Each line amount is the exact cost of its calls rounded half-even to the "
                  "cent; the subtotal is the sum of the lines; tax is computed once on the "
                  "subtotal. Sub-lines show the exact cost of each kind of token.")
+SPLIT_NOTE = ("Lines are split {by}: each split line shows the exact cost of its own calls; "
+              "the cents of each model's line are shared out among its groups in proportion "
+              "to their exact costs (largest remainder), so the split lines add up to the "
+              "model's line and the total is that of the invoice.")
 ADJUSTMENT_NOTE = ("Adjustments bill usage of an earlier month recorded after that month was "
                    "invoiced; their rounding remainder carries to the next adjustment.")
 
@@ -95,12 +99,25 @@ def _price(value: Decimal | None) -> str:
     return "" if value is None else grouped(value, cents=False) + " / 1K"
 
 
-def line_rows(lines: tuple[InvoiceLine, ...], sign: int = 1) -> list[Row]:
+def group_label(by: str, group: str | None) -> str:
+    """How a split line's group reads: ``User alice``, ``Tag env=prod``, ``No user``,
+    ``No tags``, ``No env tag``."""
+    if by == "user":
+        return "No user" if group is None else f"User {group}"
+    if group is None:
+        return "No tags" if by == "tag" else f"No {by.removeprefix('tag:')} tag"
+    return f"Tag {group}" if by != "tag" or "," not in group else f"Tags {group}"
+
+
+def line_rows(lines: tuple[InvoiceLine, ...], sign: int = 1, by: str | None = None
+              ) -> list[Row]:
     rows: list[Row] = []
     for line in lines:
         name = line.model
         if line.kind == ADJUSTMENT:
             name = f"Adjustment for {line.adjusts_month}: {line.model}"
+        if by is not None:
+            name = f"{group_label(by, line.group)} · {name}"
         if line.estimated_calls:
             name += f" (* {line.estimated_calls:,} of {line.calls:,} calls estimated)"
         calls = f"{line.calls:,} call" + ("" if line.calls == 1 else "s")
@@ -119,8 +136,14 @@ def _tax_label(name: str, rate: Decimal | None) -> str:
     return f"{name}{percent}"
 
 
-def _notes(lines: tuple[InvoiceLine, ...]) -> tuple[str, ...]:
-    notes = [ROUNDING_NOTE]
+def _split_note(by: str) -> str:
+    how = {"user": "per end user", "tag": "per set of tags"}.get(
+        by, f"per value of the tag {by.removeprefix('tag:')}")
+    return SPLIT_NOTE.format(by=how)
+
+
+def _notes(lines: tuple[InvoiceLine, ...], by: str | None = None) -> tuple[str, ...]:
+    notes = [ROUNDING_NOTE] if by is None else [ROUNDING_NOTE, _split_note(by)]
     if any(ln.kind == ADJUSTMENT for ln in lines):
         notes.append(ADJUSTMENT_NOTE)
     if any(ln.estimated_calls for ln in lines):
@@ -154,7 +177,8 @@ def of_invoice(inv: Invoice) -> Document:
     title = "DRAFT invoice" if inv.draft else f"Invoice {inv.label}"
     return Document("invoice", title, inv.label, inv.bill_to, _seller(inv.issuer),
                     _bill_to(inv.customer, inv.project), tuple(meta),
-                    tuple(line_rows(inv.lines)), tuple(totals), _notes(inv.lines),
+                    tuple(line_rows(inv.lines, by=inv.by)), tuple(totals),
+                    _notes(inv.lines, inv.by),
                     draft=inv.draft, empty="No usage in this period.")
 
 

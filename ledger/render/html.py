@@ -98,20 +98,26 @@ tfoot tr td { font-weight: 400; border-top: none; } tfoot tr.grand td { font-wei
 @page { margin: 16mm 14mm; }
 @media print {
   body { font-size: 10pt; }
-  thead { display: table-header-group; } tfoot { display: table-footer-group; }
-  tr { break-inside: avoid; } .parties, dl.meta { break-inside: avoid; }
-  .doc-header { position: running(docheader); }
+  /* the header repeats on every page; the totals come once, after the last line (as a
+     footer group they would repeat on every page), kept with it and together */
+  thead { display: table-header-group; }
+  tfoot { display: table-row-group; break-inside: avoid; break-before: avoid; }
+  tr, tbody.item { break-inside: avoid; } .parties, dl.meta { break-inside: avoid; }
+  .notes { break-inside: avoid; }
 }
 """
 
 
-def _doc_page(doc: Document) -> str:
+def _doc_page(doc: Document, page: str = "doc") -> str:
+    """The document as an ``<article>`` printed on pages named ``page`` (a CSS identifier),
+    whose margins carry its own number and customer, and "Page i of N"."""
     header = f"{doc.number} \u00b7 {doc.customer}"
-    page_css = ("@page { @top-left { content: \"" + _css_string(header) + "\"; font-size: 8pt; "
-                "color: #666; } @bottom-right { content: \"Page \" counter(page) \" of \" "
-                "counter(pages); font-size: 8pt; color: #666; } }")
+    page_css = ("@page " + page + " { @top-left { content: \"" + _css_string(header) + "\"; "
+                "font-size: 8pt; color: #666; } @bottom-right { content: \"Page \" "
+                "counter(page) \" of \" counter(pages); font-size: 8pt; color: #666; } }")
     return (f"<style>{DOC_CSS}{page_css}</style>\n<article class=\"doc\" "
-            f"data-number=\"{e(doc.number)}\">\n{_doc_body(doc)}</article>\n")
+            f"style=\"page: {page}\" data-number=\"{e(doc.number)}\">\n{_doc_body(doc)}"
+            "</article>\n")
 
 
 def _css_string(text: str) -> str:
@@ -122,8 +128,10 @@ def _css_string(text: str) -> str:
 
 def _doc_body(doc: Document) -> str:
     meta = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in doc.meta)
-    rows = []
+    rows: list[str] = []
     for row in doc.rows:
+        if not row.sub and rows:  # a line and its sub-lines: one group, never split
+            rows.append("</tbody>\n<tbody class=\"item\">\n")
         if row.sub:
             rows.append(f"<tr class=\"sub\"><td class=\"desc\">{e(row.description)}</td>"
                         f"<td class=\"n\">{e(row.quantity)}</td>"
@@ -150,7 +158,8 @@ def _doc_body(doc: Document) -> str:
         "<col class=\"price\"><col class=\"amount\"></colgroup>\n"
         "<thead><tr><th>Description</th><th class=\"n\">Quantity</th>"
         "<th class=\"n\">Unit price</th><th class=\"n\">Amount</th></tr></thead>\n"
-        "<tbody>\n" + "".join(rows) + "</tbody>\n<tfoot>\n" + totals + "</tfoot>\n</table>\n"
+        "<tbody class=\"item\">\n" + "".join(rows) + "</tbody>\n<tfoot>\n" + totals
+        + "</tfoot>\n</table>\n"
         + "".join(f"<p class=\"notes\">{e(n)}</p>\n" for n in doc.notes))
 
 
@@ -169,11 +178,13 @@ def credit_note(note: CreditNote) -> str:
 
 
 def invoices(invs: Iterable[Invoice], month: str) -> str:
-    """Several invoices on one page (each starts a new printed page)."""
+    """Several invoices in one file; printed, each starts a page, and its pages carry its own
+    number and customer ("Page i of N" counts the file's pages)."""
     from .document import of_invoice
 
-    body = "".join(f"<section style=\"break-after: page\">{_doc_page(of_invoice(i))}"
-                   "</section>\n" for i in invs)
+    body = "".join(f"<section style=\"break-after: page\">"
+                   f"{_doc_page(of_invoice(inv), f'doc{i}')}</section>\n"
+                   for i, inv in enumerate(invs, start=1))
     return _page(f"Invoices {month}", body)
 
 

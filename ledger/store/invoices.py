@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, text, update
@@ -68,6 +68,21 @@ class LineRow:
     first_at: int
     last_at: int
     estimated_calls: int = 0
+    #: A part's end user and tags (``"k=v,k2=v2"``); None on a line and when not attributed.
+    user: str | None = None
+    tags: str | None = None
+    #: The line's events per (end user, tags): they add up to the line exactly.
+    parts: tuple[LineRow, ...] = ()
+
+
+def _plus(a: LineRow, b: LineRow) -> LineRow:
+    """Two groups of events as one: exact integer sums, the first and the last call."""
+    return replace(a, calls=a.calls + b.calls, prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+                   completion_tokens=a.completion_tokens + b.completion_tokens,
+                   cached_tokens=a.cached_tokens + b.cached_tokens,
+                   cost_units=a.cost_units + b.cost_units,
+                   first_at=min(a.first_at, b.first_at), last_at=max(a.last_at, b.last_at),
+                   estimated_calls=a.estimated_calls + b.estimated_calls)
 
 
 @dataclass(frozen=True)
@@ -92,9 +107,21 @@ def _late(f: Frozen) -> list[ColumnElement[bool]]:
             events.c.id > f.last_event_id, events.c.invoice_id.is_(None)]
 
 
+DAY_MICROS = 86_400_000_000
+
+
 def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
+    """The events matching ``where`` as lines: one per model and price period, each with its
+    parts per end user and tags.
+
+    The database sums the events per model, unit price, UTC day, end user and tags (a few
+    rows per model and day and user, whatever the number of events); consecutive days at
+    the same price are then joined into one period, so a price that changes and later comes
+    back (A, B, A) gives three lines, while a price set again unchanged gives one.
+    """
     group = (events.c.month, events.c.model, events.c.input_price, events.c.output_price,
-             events.c.cached_price)
+             events.c.cached_price, (events.c.at // DAY_MICROS).label("day"), events.c.user,
+             events.c.tags)
     # cached tokens as billed: never more than the call's prompt tokens (``cost_units``)
     cached = case((events.c.cached_tokens > events.c.prompt_tokens, events.c.prompt_tokens),
                   else_=events.c.cached_tokens)
@@ -106,9 +133,47 @@ def _aggregate(conn: Connection, *where: ColumnElement[bool]) -> list[LineRow]:
         .where(*where, _chargeable())
         .group_by(*group)
     ).all()
-    return [LineRow(r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]),
-                    int(r[5]), int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]),
-                    int(r[11]), int(r[12] or 0)) for r in rows]
+    fine = [(int(r[5]), LineRow(
+        r[0], r[1], int(r[2]), int(r[3]), None if r[4] is None else int(r[4]), int(r[8]),
+        int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13]), int(r[14]), int(r[15] or 0),
+        user=r[6] or None, tags=(r[7] or "").strip(",") or None)) for r in rows]
+    return _periods(fine)
+
+
+def _price(row: LineRow) -> tuple[str, str, int, int, int | None]:
+    return (row.month, row.model, row.input_price, row.output_price, row.cached_price)
+
+
+def _periods(fine: list[tuple[int, LineRow]]) -> list[LineRow]:
+    """Rows per day (and end user and tags) joined into price periods: per month and model,
+    in time order, each run of days at one price is one line; its parts are its rows summed
+    per (end user, tags)."""
+    days: dict[tuple[tuple[str, str, int, int, int | None], int], LineRow] = {}
+    for day, row in fine:
+        key = (_price(row), day)
+        whole = replace(row, user=None, tags=None)
+        days[key] = _plus(days[key], whole) if key in days else whole
+    lines: list[LineRow] = []
+    period: dict[tuple[tuple[str, str, int, int, int | None], int], int] = {}
+    current: dict[tuple[str, str], int] = {}  # (month, model) -> index of its running period
+    for key, row in sorted(days.items(), key=lambda kv: (kv[1].month, kv[1].model,
+                                                          kv[1].first_at, kv[1].last_at)):
+        run = current.get((row.month, row.model))
+        if run is not None and _price(lines[run]) == _price(row):
+            lines[run] = _plus(lines[run], row)
+        else:
+            run = current[(row.month, row.model)] = len(lines)
+            lines.append(row)
+        period[key] = run
+    parts: list[dict[tuple[str | None, str | None], LineRow]] = [{} for _ in lines]
+    for day, row in fine:
+        mine = parts[period[(_price(row), day)]]
+        who = (row.user, row.tags)
+        mine[who] = _plus(mine[who], row) if who in mine else row
+    return [replace(line, parts=tuple(sorted(
+        found.values(), key=lambda p: (p.user is None, p.user or "", p.tags is None,
+                                       p.tags or ""))))
+            for line, found in zip(lines, parts, strict=True)]
 
 
 def _rows(conn: Connection, project: str, month: str, upto: int | None,
