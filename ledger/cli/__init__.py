@@ -193,12 +193,15 @@ def _register() -> None:
     from .db import db
     from .estimate import estimate
     from .invoice import invoice
+    from .key import key
     from .parties import customer, issuer
     from .price import price
     from .replay import replay
+    from .serve import serve
     from .usage import usage
 
-    for command in (db, price, budget, estimate, usage, invoice, issuer, customer, replay):
+    for command in (db, price, budget, estimate, usage, invoice, issuer, customer, replay, key,
+                    serve):
         main.add_command(command)
 
 

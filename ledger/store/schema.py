@@ -15,6 +15,9 @@ indexes and sums them exactly.
 * ``credit_notes`` — one per voided invoice, numbered in their own sequence.
 * ``issuer``  — the seller printed on every invoice (one row, ``id = 1``).
 * ``customers`` — the bill-to party of a project and its tax rate (millionths).
+* ``proxy_keys`` — the metering proxy's client keys (``ledger serve``): the key's id, who it bills
+  (project, user, tags), whether it may see the dashboard, and a SHA-256 of its secret, never
+  the secret itself.
 """
 
 from __future__ import annotations
@@ -210,4 +213,19 @@ customers = Table(
     Column("tax_rate", BigInteger, nullable=False),  # millionths: 200000 is 20%
     Column("tax_name", String(50), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+proxy_keys = Table(
+    "proxy_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=True),
+    Column("project", String(200), nullable=False),
+    Column("user", String(200), nullable=True),
+    Column("tags", Text, nullable=True),  # "k=v,k2=v2", sorted by key; NULL when none
+    Column("admin", Boolean, nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
 )

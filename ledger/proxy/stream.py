@@ -1,0 +1,60 @@
+"""The reply, passed to the client as it arrives: :class:`UpstreamResponse`.
+
+The body bytes are the metered stream's (``aiter_raw``: no decoding, no re-chunking). A
+watcher waits for the client to go away meanwhile; when it does, the copy stops at once (not at
+the next chunk), and in every case, end, error, disconnect or a shutdown that cancels the
+request, the upstream response is closed under a shield: closing the metered stream ends the
+upstream call and settles it (a call cut short is charged by estimate of what streamed, as
+``cancelled``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import httpx
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .forward import response_headers
+
+__all__ = ["UpstreamResponse"]
+
+
+class UpstreamResponse(Response):
+    """Streams an ``httpx`` response (opened with ``stream=True``) to the ASGI client."""
+
+    def __init__(self, upstream: httpx.Response, done: Callable[[], None]) -> None:
+        self.upstream = upstream
+        self.status_code = upstream.status_code
+        self.background = None
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        upstream = self.upstream
+        chunks = upstream.aiter_raw()
+        try:
+            await send({"type": "http.response.start", "status": upstream.status_code,
+                        "headers": response_headers(upstream)})
+            async with anyio.create_task_group() as tg:
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
+        except OSError:  # the client went away while we wrote to it
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                finally:
+                    await upstream.aclose()
+                    self._done()
