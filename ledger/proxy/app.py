@@ -202,7 +202,7 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
         refused = upstream.headers.get("x-ledger-refused")
         if refused:
             metrics.refusals.labels(refused).inc()
-        return UpstreamResponse(upstream, metrics.in_flight.dec)
+        return UpstreamResponse(upstream, metrics.in_flight.dec, settings.upstream_key)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})

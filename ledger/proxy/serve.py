@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 
 from .app import ENV_KEY_FILE, ENV_MAX_BODY, ENV_UPSTREAM
@@ -39,6 +40,12 @@ def serve(*, db: str | None, host: str, port: int, upstream: str, workers: int,
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="ledger-proxy-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again with the handler that was
+    # there before it started: this one, so a drained proxy exits 0 and cleans up.
+    def drained(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, drained)
     try:
         uvicorn.run("ledger.proxy.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers if workers > 1 else None, lifespan="on",
@@ -46,5 +53,6 @@ def serve(*, db: str | None, host: str, port: int, upstream: str, workers: int,
                     server_header=False, date_header=False, access_log=access_log,
                     log_level="info")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

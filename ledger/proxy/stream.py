@@ -5,7 +5,8 @@ watcher waits for the client to go away meanwhile; when it does, the copy stops 
 the next chunk), and in every case, end, error, disconnect or a shutdown that cancels the
 request, the upstream response is closed under a shield: closing the metered stream ends the
 upstream call and settles it (a call cut short is charged by estimate of what streamed, as
-``cancelled``).
+``cancelled``). An error reply is read whole instead, so that the upstream key can be blanked
+out of it.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ __all__ = ["UpstreamResponse"]
 class UpstreamResponse(Response):
     """Streams an ``httpx`` response (opened with ``stream=True``) to the ASGI client."""
 
-    def __init__(self, upstream: httpx.Response, done: Callable[[], None]) -> None:
+    def __init__(self, upstream: httpx.Response, done: Callable[[], None],
+                 secret: str) -> None:
         self.upstream = upstream
         self.status_code = upstream.status_code
         self.background = None
         self._done = done
+        self._secret = secret.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.upstream.is_error:
+            await self._error(send)
+            return
         upstream = self.upstream
         chunks = upstream.aiter_raw()
         try:
@@ -58,3 +64,20 @@ class UpstreamResponse(Response):
                 finally:
                     await upstream.aclose()
                     self._done()
+
+    async def _error(self, send: Send) -> None:
+        """An error reply (small, never a stream of tokens) is read whole, and the upstream
+        key is blanked out of it in case the upstream echoes it ("incorrect API key sk-...")."""
+        upstream = self.upstream
+        try:
+            body = await upstream.aread()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await upstream.aclose()
+                self._done()
+        body = body.replace(self._secret, b"[REDACTED]") if self._secret else body
+        headers = [(k, v) for k, v in response_headers(upstream) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": upstream.status_code,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
