@@ -46,9 +46,9 @@ def serve(state: CliState, host: str, port: int, upstream: str, workers: int,
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ModuleNotFoundError as exc:
-        from . import CliError
+        from ..errors import InvalidInput
 
-        raise CliError(f"ledger serve needs the proxy extra ({exc.name} is missing): "
+        raise InvalidInput(f"ledger serve needs the proxy extra ({exc.name} is missing): "
                        "pip install 'runapi-ledger[proxy]'") from None
     from ..proxy.app import read_upstream_key
     from ..proxy.serve import serve as run
