@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
 import anyio
 import anyio.to_thread
@@ -255,8 +256,13 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
                                  "--admin)", 403, headers=SECURITY_HEADERS)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        presented = str(form.get("key") or "").strip()
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > 4096:  # a key is 63 characters
+                return too_large("openai")
+        form = parse_qs(body.decode("utf-8", "replace"))
+        presented = (form.get("key") or [""])[0].strip()
         row = await anyio.to_thread.run_sync(checker.check, presented or None)
         if row is None:
             metrics.refusals.labels("unauthorized").inc()
