@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Benchmarks for runapi-ledger. Every figure in docs/BENCHMARKS.md comes from here.
 
-    python scripts/bench.py [--quick] [--only NAME ...] [--postgres URL]
+    python scripts/bench.py [NAME ...] [--quick] [--only NAME ...] [--postgres URL]
 
 Sections (each prints one block; ratios are measured side by side in the same run):
   holds      hold + settle cycles per second, SQLite and PostgreSQL
   scale      a budget check (hold + settle) with 1M events in the ledger vs with 1K
   metering   a metered call vs a bare httpx call to the same loopback server (interleaved)
   invoice    an invoice for a month of one project with 1M events; usage CSV memory
+  proxy      `ledger serve`: latency added over a direct call to the same loopback upstream
+             (p50, p99), and throughput with 64 concurrent streaming clients
 """
 
 from __future__ import annotations
@@ -290,16 +292,94 @@ def bench_invoice(args: argparse.Namespace) -> None:
                   f"peak RSS {peak:,.0f} MB")
 
 
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@section
+def bench_proxy(args: argparse.Namespace) -> None:
+    """`ledger serve` (one worker, SQLite) vs a direct call to the same loopback upstream."""
+    import asyncio
+
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ledger.proxy.keys import create_key
+    from tests.harness.proxy import running_proxy
+
+    n = 300 if args.quick else 2000
+    seconds = 3.0 if args.quick else 10.0
+    url = "/v1/chat/completions"
+    with tempfile.TemporaryDirectory() as d, simulator_process() as base_url:
+        with Ledger(f"sqlite:///{d}/p.db") as book:
+            book.set_budget("bench", Decimal("1000000"))
+            key = create_key(book.store, book.now(), "bench").key
+        with running_proxy(f"sqlite:///{d}/p.db", base_url, Path(d),
+                           args=["--no-access-log"]) as proxy:
+            direct = httpx.Client(base_url=base_url, headers={"authorization": "Bearer sk-x"})
+            proxied = httpx.Client(base_url=proxy.url, headers={"authorization": f"Bearer {key}"})
+            for client in (direct, proxied):  # warm up connections, statements, tokenizer
+                for _ in range(50):
+                    client.post(url, json=BODY).raise_for_status()
+            bare: list[float] = []
+            through: list[float] = []
+            for _ in range(n):  # interleaved pairs: both see the same machine at once
+                t0 = time.perf_counter()
+                direct.post(url, json=BODY).raise_for_status()
+                t1 = time.perf_counter()
+                proxied.post(url, json=BODY).raise_for_status()
+                t2 = time.perf_counter()
+                bare.append(t1 - t0)
+                through.append(t2 - t1)
+            added = [b - a for a, b in zip(bare, through, strict=True)]
+            print(f"  non-stream, {n} interleaved pairs: direct p50 {_pct(bare, .5) * 1e3:.2f} ms"
+                  f" p99 {_pct(bare, .99) * 1e3:.2f} ms; through the proxy p50 "
+                  f"{_pct(through, .5) * 1e3:.2f} ms p99 {_pct(through, .99) * 1e3:.2f} ms")
+            print(f"  added by the proxy: p50 {_pct(added, .5) * 1e3:.2f} ms, "
+                  f"p99 {_pct(added, .99) * 1e3:.2f} ms")
+            direct.close()
+            proxied.close()
+
+            async def streams(base: str, auth: str, clients: int = 64) -> float:
+                body = {**BODY, "stream": True}
+                done = 0
+                limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+                async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60,
+                                             headers={"authorization": auth}) as client:
+                    stop = time.perf_counter() + seconds
+
+                    async def one() -> None:
+                        nonlocal done
+                        while time.perf_counter() < stop:
+                            async with client.stream("POST", url, json=body) as reply:
+                                async for _chunk in reply.aiter_raw():
+                                    pass
+                            done += 1
+
+                    start = time.perf_counter()
+                    await asyncio.gather(*(one() for _ in range(clients)))
+                    return done / (time.perf_counter() - start)
+
+            rate_direct = asyncio.run(streams(base_url, "Bearer sk-x"))
+            rate_proxy = asyncio.run(streams(proxy.url, f"Bearer {key}"))
+            print(f"  64 concurrent streaming clients, {seconds:.0f} s each: direct "
+                  f"{rate_direct:,.0f} streams/s; through one proxy process {rate_proxy:,.0f} "
+                  f"streams/s (every one held, settled and written to SQLite)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", metavar="NAME", choices=[[], *sorted(SECTIONS)],
+                        help="sections to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run")
     parser.add_argument("--postgres", default=PG_DEFAULT, help="PostgreSQL URL")
     args = parser.parse_args()
     print(f"# runapi-ledger benchmarks ({time.strftime('%Y-%m-%d')}, Python "
           f"{sys.version.split()[0]}, {os.cpu_count()} cores)")
-    for name in args.only or SECTIONS:
+    for name in args.sections or args.only or SECTIONS:
         print(f"\n## {name}: {SECTIONS[name].__doc__}")
         SECTIONS[name](args)
 
