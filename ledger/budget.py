@@ -1,4 +1,5 @@
-"""The pure budget rules: what a project-month has, and whether a reservation fits.
+"""The pure budget rules: what a project-month has, whether a reservation fits, which budgets
+apply to a call (its project's, its end user's, its tags', per period) and where each counts.
 
 A hard budget holds the invariant ``settled + held <= limit`` at every instant: a reservation
 (hold) is admitted only when ``settled + held + amount <= limit``. A soft budget admits every
@@ -9,10 +10,14 @@ is recorded, never dropped — so ``settled`` alone may exceed the limit by actu
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from .money import from_units, money_context
+from .clock import period_windows, window_bounds, window_of
+from .money import from_units, money_context, to_units
+from .records import Attribution, Budget, BudgetWindow
 
 WARNING_RATIO = Decimal("0.8")
 
@@ -69,3 +74,113 @@ def fits(limit_units: int | None, hard: bool, settled: int, held: int, amount: i
     if limit_units is None or not hard:
         return True
     return settled + held + amount <= limit_units
+
+
+# -- budgets on any scope and period ---------------------------------------------------------
+#: A running total's key below its project: (scope, period, window). ``scope`` is ``""`` (the
+#: project), ``"user:NAME"`` or ``"tag:k=v"``.
+CounterKey = tuple[str, str, str]
+#: The project's month: kept for every project with activity (reports, ``state``).
+PROJECT_SCOPE = ""
+
+
+def scope_of(user: str | None, tag: str | None, call_user: str | None = None) -> str:
+    """The running total a budget counts in: its project's, an end user's (``"*"``: the
+    call's user) or a tag's."""
+    if tag is not None:
+        return f"tag:{tag}"
+    if user is not None:
+        return f"user:{call_user if user == '*' else user}"
+    return PROJECT_SCOPE
+
+
+@dataclass(frozen=True)
+class Match:
+    """A budget that applies to a call, and the running total (window) it counts in."""
+
+    budget: Budget
+    key: CounterKey
+    #: The end user whose window it is (the call's user for ``"*"`` and named budgets).
+    user: str | None
+
+    def window(self, settled: int, held: int) -> BudgetWindow:
+        return BudgetWindow(self.budget, self.user, self.key[2], settled, held)
+
+    @property
+    def limit_units(self) -> int:
+        return to_units(self.budget.limit, "limit")
+
+
+def version_in_force(versions: Iterable[tuple[Budget, bool]], at: datetime,
+                     now: datetime) -> dict[tuple[str, str | None, str | None, str], Budget]:
+    """Each budget key's version in force for the window holding ``at`` as of ``now``: the
+    newest with ``effective_from`` at or before ``min(now, end of that window)`` (a past
+    window keeps the limit it had; a budget set during a window applies to all of it).
+    ``versions`` are (budget, removed) pairs; a removal in force means no budget."""
+    newest: dict[tuple[str, str | None, str | None, str], tuple[Budget, bool]] = {}
+    for budget, removed in versions:
+        _, end = window_bounds(budget.period, window_of(budget.period, at))
+        cutoff = now if end is None or now < end else end - timedelta(microseconds=1)
+        if budget.effective_from > cutoff:
+            continue
+        found = newest.get(budget.key)
+        if found is None or budget.effective_from > found[0].effective_from:
+            newest[budget.key] = (budget, removed)
+    return {k: b for k, (b, removed) in newest.items() if not removed}
+
+
+def matching(in_force: Iterable[Budget], attribution: Attribution, at: datetime) -> list[Match]:
+    """The budgets that apply to a call with ``attribution`` started at ``at``: the project's,
+    the call's user's own or else the ``"*"`` one (per period), each of its tags'. Sorted by
+    running-total key (the fixed order rows are locked in)."""
+    user, tags = attribution.user, set(attribution.tag_texts)
+    windows = period_windows(at)
+    own = {b.period for b in in_force if user is not None and b.user == user}
+    out: dict[tuple[CounterKey, str | None, str | None], Match] = {}
+    for b in in_force:
+        if b.tag is not None:
+            if b.tag not in tags:
+                continue
+        elif b.user is not None:
+            if user is None or (b.user != "*" and b.user != user):
+                continue
+            if b.user == "*" and b.period in own:
+                continue  # the user's own budget replaces "*" for this period
+        key = (scope_of(b.user, b.tag, user), b.period, windows[b.period])
+        out[(key, b.user, b.tag)] = Match(b, key, user if b.user is not None else None)
+    return sorted(out.values(), key=lambda m: (m.key, m.budget.user or "", m.budget.tag or ""))
+
+
+def fits_all(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, int]],
+             amount: int) -> Match | None:
+    """The first hard budget that ``amount`` more would take over its limit (None: fits)."""
+    for m in matches:
+        if m.budget.hard:
+            settled, held = totals.get(m.key, (0, 0))
+            if settled + held + amount > m.limit_units:
+                return m
+    return None
+
+
+def shrink_cap(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, int]],
+               prompt_units: int, output_price_units: int, asked: int) -> int:
+    """The largest completion cap (at most ``asked``) whose worst case fits every hard budget:
+    ``prompt_units + cap × output price <= remaining`` for each (-1: not even the prompt)."""
+    cap = asked
+    for m in matches:
+        if not m.budget.hard:
+            continue
+        settled, held = totals.get(m.key, (0, 0))
+        room = m.limit_units - settled - held - prompt_units
+        if room < 0:
+            return -1
+        if output_price_units > 0:
+            cap = min(cap, room // output_price_units)
+    return cap
+
+
+def crossed(match: Match, before: int, after: int) -> list[int]:
+    """The thresholds of ``match``'s budget that settled usage going from ``before`` to
+    ``after`` crosses (``before < t% of limit <= after``)."""
+    limit = match.limit_units
+    return [t for t in match.budget.alerts if before * 100 < t * limit <= after * 100]

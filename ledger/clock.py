@@ -84,3 +84,54 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     start = datetime.strptime(parse_month(month), "%Y-%m").replace(tzinfo=UTC)
     nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start, nxt
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def window_of(period: str, at: datetime) -> str:
+    """The UTC calendar window of ``period`` that holds ``at``, named by its start:
+    ``day`` ``"2026-12-03"``, ``week`` its ISO Monday ``"2026-11-30"``, ``month``
+    ``"2026-12"``, and ``"total"`` for ``total`` (one window, forever)."""
+    when = require_aware(at, "at")
+    if period == "day":
+        return when.strftime("%Y-%m-%d")
+    if period == "week":
+        return (when - timedelta(days=when.weekday())).strftime("%Y-%m-%d")
+    if period == "month":
+        return when.strftime("%Y-%m")
+    if period == "total":
+        return "total"
+    raise InvalidInput(f"period must be one of day, week, month, total; got {period!r}")
+
+
+def window_bounds(period: str, window: str) -> tuple[datetime | None, datetime | None]:
+    """The first instant of ``window`` and of the next one (UTC; start inclusive, end
+    exclusive); ``total`` has neither bound."""
+    if period == "total":
+        if window != "total":
+            raise InvalidInput(f"the window of a total budget is 'total', got {window!r}")
+        return None, None
+    if period == "month":
+        return month_bounds(window)
+    if period not in ("day", "week"):
+        raise InvalidInput(f"period must be one of day, week, month, total; got {period!r}")
+    try:
+        if not isinstance(window, str) or not _DAY.fullmatch(window):
+            raise ValueError(window)
+        start = datetime.strptime(window, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput(f"a {period} window looks like YYYY-MM-DD, got {window!r}") from None
+    if period == "week":
+        if start.weekday() != 0:
+            raise InvalidInput(f"a week window starts on a Monday, {window} is not one")
+        return start, start + timedelta(days=7)
+    return start, start + timedelta(days=1)
+
+
+def period_windows(at: datetime) -> dict[str, str]:
+    """Every period's window at ``at``: ``{"day": ..., "week": ..., "month": ..., "total": ...}``."""
+    when = require_aware(at, "at")
+    return {"day": when.strftime("%Y-%m-%d"),
+            "week": (when - timedelta(days=when.weekday())).strftime("%Y-%m-%d"),
+            "month": when.strftime("%Y-%m"), "total": "total"}

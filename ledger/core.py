@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .budget import BudgetState
-from .clock import Clock, SystemClock, month_of, parse_month, require_aware
+from .clock import Clock, SystemClock, month_bounds, month_of, parse_month, require_aware
 from .errors import InvalidInput, LedgerUnavailable, UnknownModel
 from .metering.meter import Meter
 from .money import (
@@ -26,7 +26,18 @@ from .money import (
 )
 from .names import MAX_NAME, check_name, new_call_id
 from .pricing import Price, worst_case_units
-from .records import Estimate, Hold, Outcome
+from .records import (
+    DEFAULT_ALERTS,
+    PERIODS,
+    Alert,
+    Budget,
+    BudgetWindow,
+    Estimate,
+    Hold,
+    Outcome,
+    check_user,
+    parse_tag,
+)
 from .store.engine import DEFAULT_URL, make_engine, normalise_url, upgrade
 from .store.ops import Store
 from .store.unavailable import is_unavailable, unavailable
@@ -55,6 +66,37 @@ def check_cached(cached_tokens: int, prompt_tokens: int) -> None:
     if cached_tokens > prompt_tokens:
         raise InvalidInput(f"cached_tokens ({cached_tokens}) must not be more than "
                            f"prompt_tokens ({prompt_tokens})")
+
+
+def _budget_scope(period: object, user: object, tag: object) -> tuple[str, str | None, str | None]:
+    """A budget's period and scope, checked: a period of PERIODS; a user (a name or ``"*"``)
+    or a tag (``"k=v"``), not both."""
+    if not isinstance(period, str):
+        raise TypeError(f"period must be a str, not {type(period).__name__}")
+    if period not in PERIODS:
+        raise InvalidInput(f"period must be one of {', '.join(PERIODS)}; got {period!r}")
+    if user is not None and tag is not None:
+        raise InvalidInput("a budget is on a user or on a tag, not both: give user= or tag=")
+    name = "*" if user == "*" else check_user(user)
+    if tag is None:
+        return period, name, None
+    key, value = parse_tag(tag, "tag")
+    return period, name, f"{key}={value}"
+
+
+def _thresholds(alerts: object) -> tuple[int, ...]:
+    """Alert thresholds: whole percents from 1 to 1000, each once, sorted."""
+    if isinstance(alerts, (str, bytes)) or not isinstance(alerts, Iterable):
+        raise TypeError(f"alerts must be a sequence of ints (percent), not {type(alerts).__name__}")
+    out = set()
+    for value in alerts:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"alerts must be ints (percent of the limit), not "
+                            f"{type(value).__name__} {value!r}")
+        if not 1 <= value <= 1000:
+            raise InvalidInput(f"alerts must be percents from 1 to 1000, got {value}")
+        out.add(value)
+    return tuple(sorted(out))
 
 
 class Ledger:
@@ -197,8 +239,24 @@ class Ledger:
         return self.store.price_list()
 
     # -- budgets ------------------------------------------------------------------------------
-    def set_budget(self, project: str, limit: Decimal | int | str, hard: bool = True) -> None:
-        """Set a project's monthly budget (UTC calendar month). ``hard=False``: only flagged."""
+    def set_budget(
+        self,
+        project: str,
+        limit: Decimal | int | str,
+        hard: bool = True,
+        *,
+        period: str = "month",
+        user: str | None = None,
+        tag: str | None = None,
+        alerts: Iterable[int] = DEFAULT_ALERTS,
+        effective_from: datetime | None = None,
+    ) -> Budget:
+        """Set a budget: on the project, on one of its end users (``user="*"``: each of them
+        gets their own), or on a tag (``tag="feature=search"``); per UTC ``day``, ISO
+        ``week``, ``month`` (the default) or ``total`` (prepaid credit: never resets, raising
+        the limit tops it up). ``hard=False``: only flagged and alerted. ``alerts``: thresholds
+        in percent of the limit. In force from ``effective_from`` (default: now); a past window
+        keeps the limit it had. Returns the budget as stored."""
         check_name(project, "project")
         if not isinstance(hard, bool):
             raise TypeError(f"hard must be a bool (True or False), not {type(hard).__name__} "
@@ -208,16 +266,77 @@ class Ledger:
             raise InvalidInput(f"limit must be positive, got {amount}")
         if amount > MAX_AMOUNT:
             raise InvalidInput(f"limit must be at most {MAX_AMOUNT}, got {amount}")
-        self.store.set_budget(project, to_units(amount, "limit"), hard, self.now())
+        period, user, tag = _budget_scope(period, user, tag)
+        thresholds = _thresholds(alerts)
+        now = self.now()
+        when = now if effective_from is None else require_aware(effective_from, "effective_from")
+        budget = Budget(project, user, tag, period, from_units(to_units(amount, "limit")), hard,
+                        thresholds, when)
+        self.store.set_budget(budget, now)
+        return budget
+
+    def remove_budget(self, project: str, *, period: str = "month", user: str | None = None,
+                      tag: str | None = None) -> bool:
+        """End a budget from now on (past windows keep their limit); False if there was none."""
+        check_name(project, "project")
+        period, user, tag = _budget_scope(period, user, tag)
+        return self.store.remove_budget(project, period, user, tag, self.now())
+
+    def budgets(self, project: str | None = None) -> list[Budget]:
+        """The budgets in force now (of ``project``, or every project's)."""
+        if project is not None:
+            check_name(project, "project")
+        return self.store.budgets(project, self.now())
+
+    def budget_windows(self, project: str | None = None) -> list[BudgetWindow]:
+        """Every budget's current window: limit, spent, held, remaining, status."""
+        if project is not None:
+            check_name(project, "project")
+        return self.store.windows(self.now(), project)
 
     def budget(self, project: str, month: str | None = None) -> BudgetState:
         """A project's month: limit, settled (spent), held, remaining, status."""
         check_name(project, "project")
-        return self.store.state(project, self._month(month))
+        return self.store.state(project, self._month(month), self.now())
 
-    def spend(self, project: str, month: str | None = None) -> Decimal:
-        """Settled cost of ``project`` in ``month`` (default: the current UTC month)."""
-        return self.budget(project, month).spent
+    def spend(self, project: str, month: str | None = None, *, user: str | None = None,
+              tag: str | None = None, period: str = "month") -> Decimal:
+        """Settled cost of ``project`` (or of one of its end users, or of a tag) in a window:
+        ``month`` (default: the current UTC month), or the current ``day``, ``week`` or
+        ``total``."""
+        check_name(project, "project")
+        period, user, tag = _budget_scope(period, user, tag)
+        if user == "*":
+            raise InvalidInput("spend is per end user: give a user's name, not '*'")
+        if month is not None and period != "month":
+            raise InvalidInput(f"month is for period='month', not period={period!r}")
+        if user is None and tag is None and period == "month":
+            return self.budget(project, month).spent
+        at = self.now() if month is None else month_bounds(parse_month(month))[0]
+        return from_units(self.store.spend_units(project, at, period, user, tag))
+
+    def alerts(self, project: str | None = None, since_id: int = 0) -> list[Alert]:
+        """The budget alerts written, oldest first (``since_id``: only those after it)."""
+        if project is not None:
+            check_name(project, "project")
+        if isinstance(since_id, bool) or not isinstance(since_id, int):
+            raise TypeError(f"since_id must be an int, not {type(since_id).__name__}")
+        return self.store.alerts(project, since_id)
+
+    def on_alert(self, callback: Callable[[Alert], object]) -> None:
+        """Call ``callback(alert)`` in this process for each alert, after the commit that
+        crossed its threshold (never inside it); an exception in it is logged, never raised."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+
+        def each(written: list[Alert]) -> None:
+            for alert in written:
+                try:
+                    callback(alert)
+                except Exception:
+                    log.exception("on_alert callback %r failed on alert %s", callback, alert.id)
+
+        self.store.alert_listeners.append(each)
 
     def _month(self, month: str | None) -> str:
         return month_of(self.now()) if month is None else parse_month(month)
@@ -397,11 +516,14 @@ class Ledger:
         return invoices_for_month(self.store, self.now(), month, draft=draft)
 
     def usage(self, *, project: str | None = None, month: str | None = None,
-              model: str | None = None, status: str | None = None) -> Iterator[UsageRow]:
-        """Stream the recorded calls matching the filters, oldest first (flat memory)."""
+              model: str | None = None, status: str | None = None, user: str | None = None,
+              tag: str | None = None) -> Iterator[UsageRow]:
+        """Stream the recorded calls matching the filters, oldest first (flat memory);
+        ``user``: an end user's calls, ``tag`` (``"k=v"``): the calls carrying it."""
         from .reports import usage_rows
 
-        return usage_rows(self.store, project=project, month=month, model=model, status=status)
+        return usage_rows(self.store, project=project, month=month, model=model, status=status,
+                          user=user, tag=tag)
 
     # -- the spool ----------------------------------------------------------------------------
     def replay(self) -> int:

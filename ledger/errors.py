@@ -21,6 +21,7 @@ A float given where money is expected raises the builtin ``TypeError`` (see ``le
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 
 class LedgerError(Exception):
@@ -39,6 +40,7 @@ class BudgetExceeded(LedgerError):
         spent: Decimal,
         held: Decimal,
         requested: Decimal,
+        budget: Any = None,
     ) -> None:
         self.project = project
         self.month = month
@@ -46,11 +48,16 @@ class BudgetExceeded(LedgerError):
         self.spent = spent
         self.held = held
         self.requested = requested
+        #: The ``ledger.records.BudgetWindow`` that did not fit (the budget, its window and its
+        #: totals); None when not known. (Typed loosely: ``errors`` imports nothing of the
+        #: ledger's.)
+        self.budget: Any = budget
         remaining = limit - spent - held
+        which = f"budget exceeded for project {project!r} " + (
+            f"in {month}" if budget is None else f"({budget.label})")
         super().__init__(
-            f"budget exceeded for project {project!r} in {month}: limit ${limit}, "
-            f"spent ${spent}, held ${held}, remaining ${remaining}; this call's worst case "
-            f"is ${requested}"
+            f"{which}: limit ${limit}, spent ${spent}, held ${held}, remaining ${remaining}; "
+            f"this call's worst case is ${requested}"
         )
 
 

@@ -41,6 +41,7 @@ from .money import (
     price_from_units,
     round_half_even_to_cent,
 )
+from .records import check_user, parse_tag
 from .store import reports as report_queries
 from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
@@ -176,7 +177,7 @@ def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
     daily = report_queries.daily_costs(store, month, to_micros(start))
     today = min(int(elapsed), days_in_month - 1) if now >= start else -1
     rows = []
-    for state in store.states(month):
+    for state in store.states(month, now):
         spent = state.spent
         burn = spent / max(elapsed, Decimal(1)) if elapsed > 0 else Decimal(0)
         forecast = spent + burn * left if 0 < elapsed < days_in_month else spent
@@ -200,7 +201,7 @@ def budget_report(store: Store, now: datetime, month: str) -> BudgetReport:
 def budgets(store: Store, now: datetime, month: str | None = None) -> list[BudgetState]:
     """Every project with a budget, with its state in ``month`` (default: ``now``'s)."""
     month = month_of(now) if month is None else parse_month(month)
-    return [s for s in store.states(month) if s.limit is not None]
+    return [s for s in store.states(month, now) if s.limit is not None]
 
 
 def _days(delta: timedelta) -> Decimal:
@@ -238,6 +239,10 @@ class UsageRow:
     call_id: str | None
     #: Reasoning tokens the server reported (part of completion_tokens), or None.
     reasoning_tokens: int | None = None
+    #: The end user the call was for, or None.
+    user: str | None = None
+    #: Its tags, ``"k=v,k2=v2"`` sorted by key, or None.
+    tags: str | None = None
 
     #: The field names, in order (the CSV header): set from the dataclass below.
     FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -260,23 +265,32 @@ def _json_value(value: object) -> object:
 
 
 def _usage_filter(project: str | None, month: str | None, model: str | None,
-                  status: str | None) -> UsageFilter:
+                  status: str | None, user: str | None = None,
+                  tag: str | None = None) -> UsageFilter:
     if status is not None and status not in USAGE_STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(USAGE_STATUSES)}, got {status!r}")
-    return UsageFilter(project, None if month is None else parse_month(month), model, status)
+    if user is not None:
+        check_user(user)
+    if tag is not None:
+        key, value = parse_tag(tag, "tag")
+        tag = f"{key}={value}"
+    return UsageFilter(project, None if month is None else parse_month(month), model, status,
+                       user, tag)
 
 
 def usage_rows(store: Store, *, project: str | None = None, month: str | None = None,
                model: str | None = None, status: str | None = None,
+               user: str | None = None, tag: str | None = None,
                batch: int = 2000) -> Generator[UsageRow, None, None]:
     """Stream the recorded calls matching the filters, oldest first by call time (``at``,
     then id), in flat memory.
 
     ``status`` is one of ``ok``, ``failed``, ``refused``, ``cancelled`` or ``estimated``
-    (calls whose usage the server did not report). Arguments are checked before the first row
-    is produced; close the generator (or exhaust it) to release its database connection.
+    (calls whose usage the server did not report); ``user`` an end user's calls, ``tag``
+    (``"k=v"``) the calls carrying it. Arguments are checked before the first row is produced;
+    close the generator (or exhaust it) to release its database connection.
     """
-    flt = _usage_filter(project, month, model, status)
+    flt = _usage_filter(project, month, model, status, user, tag)
     return _usage_rows(store, flt, batch)
 
 
@@ -305,6 +319,8 @@ def _usage_rows(store: Store, flt: UsageFilter, batch: int) -> Generator[UsageRo
             error=None if r["error"] is None else str(r["error"]),
             call_id=None if r["call_id"] is None else str(r["call_id"]),
             reasoning_tokens=_int_or_none(r["reasoning_tokens"]),
+            user=None if r["user"] is None else str(r["user"]),
+            tags=None if not r["tags"] else str(r["tags"]).strip(","),
         )
 
 
@@ -313,9 +329,11 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def count_usage(store: Store, *, project: str | None = None, month: str | None = None,
-                model: str | None = None, status: str | None = None) -> int:
+                model: str | None = None, status: str | None = None,
+                user: str | None = None, tag: str | None = None) -> int:
     """How many recorded calls match the filters (one indexed ``COUNT``)."""
-    return report_queries.count_usage(store, _usage_filter(project, month, model, status))
+    return report_queries.count_usage(
+        store, _usage_filter(project, month, model, status, user, tag))
 
 
 # -- calibration -------------------------------------------------------------------------------

@@ -12,19 +12,26 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, literal, select, update
+from sqlalchemy import ColumnElement, Engine, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
 from ..money import MAX_UNITS
-from .schema import budgets, events, holds, prices, totals
+from .schema import alerts, budgets, events, holds, prices, totals
 
 NO_LIMIT = 9_000_000_000_000_000_000
+#: Bounds of the ``at`` range that every event is in (a ``total`` window).
+ALL_TIME = (-(2**62), 2**62)
 
 HOLD_COLUMNS = (
     holds.c.id, holds.c.project, holds.c.month, holds.c.model, holds.c.amount,
     holds.c.input_price, holds.c.output_price, holds.c.cached_price, holds.c.est_prompt_tokens,
-    holds.c.created_at, holds.c.expires_at, holds.c.state,
+    holds.c.created_at, holds.c.expires_at, holds.c.state, holds.c.user, holds.c.tags,
+    holds.c.max_completion, holds.c.counters,
+)
+BUDGET_COLUMNS = (
+    budgets.c.user, budgets.c.tag, budgets.c.period, budgets.c.limit_units, budgets.c.hard,
+    budgets.c.alerts, budgets.c.effective_from, budgets.c.removed,
 )
 HOLD_NAMES = tuple(c.name for c in HOLD_COLUMNS)
 #: The columns an event insert sets: every column of ``events`` but its id and its invoice
@@ -68,6 +75,63 @@ class HotStatements:
     def __init__(self, engine: Engine) -> None:
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         p = bindparam
+        contains = func.strpos if engine.dialect.name == "postgresql" else func.instr
+
+        def has_tag(tags: ColumnElement[str], needle: ColumnElement[str]) -> ColumnElement[bool]:
+            """``tags`` (",k=v,k2=v2,") holds the tag ``needle`` (",k=v,") exactly."""
+            return contains(tags, needle) > 0
+
+        # The budgets that may apply to a call: its project's, "*", its user's, its tags';
+        # every version up to now (``ledger.budget.version_in_force`` picks).
+        self.budgets_for = Prepared(
+            select(*BUDGET_COLUMNS).where(
+                budgets.c.project == p("project"), budgets.c.effective_from <= p("now"),
+                (budgets.c.user == "") | (budgets.c.user == "*") | (budgets.c.user == p("user")),
+                (budgets.c.tag == "")
+                | has_tag(p("tags"), literal(",") + budgets.c.tag + literal(","))), engine)
+        # Reserve against one running total: conditional on the limit (NO_LIMIT: soft or no
+        # budget), returning the totals after it (nothing: it does not fit, or no row yet).
+        self.reserve_counter = Prepared(
+            update(totals)
+            .where(totals.c.project == p("project"), totals.c.scope == p("scope"),
+                   totals.c.period == p("period"), totals.c.window == p("window"),
+                   totals.c.settled + totals.c.held + p("amount") <= p("limit"))
+            .values(held=totals.c.held + p("amount"))
+            .returning(totals.c.settled, totals.c.held), engine)
+        # Settle into one running total (and release what its hold reserved there); guarded
+        # against passing 64 bits like ``add_totals``. Nothing returned: no row yet.
+        self.add_counter = Prepared(
+            update(totals)
+            .where(totals.c.project == p("project"), totals.c.scope == p("scope"),
+                   totals.c.period == p("period"), totals.c.window == p("window"),
+                   totals.c.settled <= bindparam("max_units", MAX_UNITS) - p("settled"))
+            .values(settled=totals.c.settled + p("settled"), held=totals.c.held + p("held"))
+            .returning(totals.c.settled, totals.c.held), engine)
+        self.read_counter = Prepared(
+            select(totals.c.settled, totals.c.held)
+            .where(totals.c.project == p("project"), totals.c.scope == p("scope"),
+                   totals.c.period == p("period"), totals.c.window == p("window")), engine)
+        # A running total that does not exist yet starts from the events already in its
+        # window (a budget set during a window, a window's first call): one per scope kind.
+        in_window = (events.c.project == p("project"), events.c.at >= p("lo"),
+                     events.c.at < p("hi"))
+        scoped = {
+            "project": (),
+            "user": (events.c.user == p("user"),),
+            "tag": (has_tag(events.c.tags, p("needle")),),
+        }
+        self.ensure_counter = {
+            kind: Prepared(
+                insert(totals).from_select(
+                    ["project", "scope", "period", "window", "settled", "held"],
+                    select(p("project"), p("scope"), p("period"), p("window"),
+                           func.coalesce(func.sum(events.c.cost), 0), literal(0))
+                    .where(*in_window, *cond))
+                .on_conflict_do_nothing(), engine)
+            for kind, cond in scoped.items()}
+        self.insert_alert = Prepared(
+            insert(alerts).values({c.name: p(c.name) for c in alerts.c if c.name != "id"})
+            .on_conflict_do_nothing().returning(alerts.c.id), engine)
         self.price = Prepared(
             select(prices.c.effective_from, prices.c.input_price, prices.c.output_price,
                    prices.c.cached_price)
@@ -76,22 +140,14 @@ class HotStatements:
         self.insert_hold = Prepared(
             insert(holds).values({c.name: p(c.name) for c in HOLD_COLUMNS})
             .on_conflict_do_nothing(index_elements=[holds.c.id]).returning(holds.c.id), engine)
-        limit = (select(budgets.c.limit_units)
-                 .where(budgets.c.project == p("project"), budgets.c.hard.is_(True))
-                 .scalar_subquery())
-        self.reserve = Prepared(
-            update(totals)
-            .where(totals.c.project == p("project"), totals.c.month == p("month"),
-                   totals.c.settled + totals.c.held + p("amount")
-                   <= func.coalesce(limit, p("no_limit")))
-            .values(held=totals.c.held + p("amount")), engine)
         # The usual hold: insert it priced in SQL (returning the amount), then reserve that.
         price_in_force = (prices.c.model == p("model"), prices.c.effective_from <= p("at"))
         priced = (
             select(p("id"), p("project"), p("month"), p("model"),
                    p("prompt") * prices.c.input_price + p("max_completion") * prices.c.output_price,
                    prices.c.input_price, prices.c.output_price, prices.c.cached_price,
-                   p("prompt"), p("created_at"), p("expires_at"), literal("pending"))
+                   p("prompt"), p("created_at"), p("expires_at"), literal("pending"),
+                   p("user"), p("tags"), p("max_completion"), p("counters"))
             .where(*price_in_force).order_by(prices.c.effective_from.desc()).limit(1))
         self.insert_hold_priced = Prepared(
             insert(holds).from_select([c.name for c in HOLD_COLUMNS], priced)
@@ -99,7 +155,8 @@ class HotStatements:
             .returning(holds.c.amount, holds.c.input_price, holds.c.output_price,
                        holds.c.cached_price), engine)
         self.ensure_totals = Prepared(
-            insert(totals).values(project=p("project"), month=p("month"))
+            insert(totals).values(project=p("project"), scope="", period="month",
+                                  window=p("month"))
             .on_conflict_do_nothing(), engine)
         self.get_hold = Prepared(select(*HOLD_COLUMNS).where(holds.c.id == p("id")), engine)
         self.post_hold = Prepared(
@@ -107,29 +164,31 @@ class HotStatements:
             .values(state=p("state")).returning(*HOLD_COLUMNS), engine)
         self.insert_event = Prepared(
             insert(events).values({name: p(name) for name in EVENT_VALUES})
-            .on_conflict_do_nothing(index_elements=[events.c.call_id]).returning(events.c.id),
-            engine)
+            .on_conflict_do_nothing(index_elements=[events.c.project, events.c.call_id])
+            .returning(events.c.id), engine)
         self.insert_event_plain = Prepared(
             insert(events).values({name: p(name) for name in EVENT_VALUES})
             .returning(events.c.id), engine)
         self.event_cost = Prepared(
-            select(events.c.cost).where(events.c.call_id == p("call_id")), engine)
+            select(events.c.cost).where(events.c.project == p("project"),
+                                        events.c.call_id == p("call_id")), engine)
         self.event_numbers = Prepared(
             select(events.c.cost, events.c.project, events.c.model, events.c.prompt_tokens,
-                   events.c.completion_tokens, events.c.cached_tokens)
-            .where(events.c.call_id == p("call_id")), engine)
-        upsert = insert(totals).values(project=p("project"), month=p("month"),
-                                       settled=p("settled"), held=p("held"))
+                   events.c.completion_tokens, events.c.cached_tokens, events.c.user,
+                   events.c.tags)
+            .where(events.c.project == p("project"), events.c.call_id == p("call_id")), engine)
+        upsert = insert(totals).values(project=p("project"), scope="", period="month",
+                                       window=p("month"), settled=p("settled"), held=p("held"))
         # Guarded so that the running total never passes a signed 64-bit integer (SQLite
         # would silently turn the sum into a float, PostgreSQL raise "bigint out of range"):
         # past it, nothing is written and the row count is 0 (``Store`` refuses the usage).
         # ``settled`` is never negative, so the subtraction cannot overflow.
         self.add_totals = Prepared(upsert.on_conflict_do_update(
-            index_elements=[totals.c.project, totals.c.month],
+            index_elements=[totals.c.project, totals.c.scope, totals.c.period, totals.c.window],
             set_={"settled": totals.c.settled + upsert.excluded.settled,
                   "held": totals.c.held + upsert.excluded.held},
             where=totals.c.settled <= bindparam("max_units", MAX_UNITS) - upsert.excluded.settled,
-        ), engine)
+        ).returning(totals.c.settled, totals.c.held), engine)
 
 
 class Tx:
@@ -153,6 +212,9 @@ class Tx:
 
     def fetchone(self) -> Any:
         return self.cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self.cur.fetchall())
 
     @property
     def rowcount(self) -> int:

@@ -31,11 +31,20 @@ class UsageFilter:
     month: str | None = None
     model: str | None = None
     status: str | None = None
+    #: An end user's calls only.
+    user: str | None = None
+    #: Calls carrying this tag (``"k=v"``) only.
+    tag: str | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
         cond: list[ColumnElement[bool]] = []
         if self.project is not None:
             cond.append(events.c.project == self.project)
+        if self.user is not None:
+            cond.append(events.c.user == self.user)
+        if self.tag is not None:
+            needle = self.tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            cond.append(events.c.tags.like(f"%,{needle},%", escape="\\"))
         if self.month is not None:
             cond.append(events.c.month == self.month)
         if self.model is not None:

@@ -3,12 +3,27 @@ instants are integer microseconds since the Unix epoch, UTC, so that every backe
 indexes and sums them exactly.
 
 * ``prices``  — dated price catalog; the price of a call is the newest row in force at its start.
-* ``budgets`` — one limit per project, applied to each UTC calendar month.
-* ``totals``  — running totals per (project, month): ``settled`` and ``held``. Derived from
-  ``events`` and ``holds`` and updated in the same transaction, so checks never scan history.
+* ``budgets`` — dated budget versions, like prices: a limit on a scope (the project, an end
+  user ``user``, every end user ``user = '*'``, or a tag ``tag = 'k=v'``; ``''`` for none) per
+  ``period`` (day, week, month, total). The version in force for a (project, user, tag,
+  period) at an instant is the newest with ``effective_from`` at or before it; a ``removed``
+  version ends the budget from then on.
+* ``totals``  — running totals per (project, scope, period, window): ``settled`` and ``held``.
+  ``scope`` is ``''`` (the project), ``'user:NAME'`` or ``'tag:k=v'``; ``window`` names the
+  window's start (``2026-12-03``, the ISO Monday ``2026-11-30``, ``2026-12``, ``total``), so a
+  new window starts from zero by itself. The project's month (scope ``''``, ``month``) is kept
+  for every project with activity (reports read it); the others exist for budgets. Derived
+  from ``events`` and ``holds`` and updated in the same transaction, so checks never scan
+  history.
 * ``holds``   — TigerBeetle-style pending reservations: pending → posted | voided | expired.
+  ``counters`` lists (JSON) the ``totals`` keys the hold reserved against, so that posting,
+  voiding or expiring it releases exactly those.
 * ``events``  — append-only record of every call (ok, failed, refused, cancelled); the source
-  of truth for invoices and audits. ``call_id`` makes every settle, void and replay idempotent.
+  of truth for invoices and audits. ``call_id`` (unique per project) makes every settle, void
+  and replay idempotent. ``user`` and ``tags`` attribute it (``tags``: ``",k=v,k2=v2,"``, so
+  ``LIKE '%,k=v,%'`` matches one tag exactly).
+* ``alerts`` — a budget's window crossing one of its thresholds: at most one row per (budget,
+  window, end user, threshold), written in the transaction whose usage crossed it.
 * ``invoices`` — issued (frozen) invoices, numbered in sequence; ``state`` is ``issued`` or
   ``void``. At most one *issued* invoice per (project, month) (a partial unique index): a
   voided month can be issued again.
@@ -94,22 +109,36 @@ prices = Table(
     UniqueConstraint("model", "effective_from"),
 )
 
+#: A budget's scope columns hold ``''`` for "none" (a unique key treats NULLs as distinct).
+SCOPE_TEXT = 420
+
 budgets = Table(
     "budgets",
     metadata,
-    Column("project", String(200), primary_key=True),
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("project", String(200), nullable=False),
+    Column("user", String(200), nullable=False, server_default=""),
+    Column("tag", String(SCOPE_TEXT), nullable=False, server_default=""),
+    Column("period", String(5), nullable=False),
     Column("limit_units", BigInteger, nullable=False),
     Column("hard", Boolean, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
+    Column("alerts", String(200), nullable=False),
+    Column("effective_from", BigInteger, nullable=False),
+    Column("removed", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("project", "user", "tag", "period", "effective_from"),
 )
 
 totals = Table(
     "totals",
     metadata,
     Column("project", String(200), primary_key=True),
-    Column("month", String(7), primary_key=True),
+    Column("scope", String(SCOPE_TEXT), primary_key=True),
+    Column("period", String(5), primary_key=True),
+    Column("window", String(10), primary_key=True),
     Column("settled", BigInteger, nullable=False, server_default="0"),
     Column("held", BigInteger, nullable=False, server_default="0"),
+    Index(None, "period", "window"),  # reports of a month, every project
 )
 
 holds = Table(
@@ -127,6 +156,12 @@ holds = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("state", String(10), nullable=False),
+    Column("user", String(200), nullable=True),
+    Column("tags", Text, nullable=True),
+    # The completion cap held (lower than asked when shrunk to fit); NULL before 0004.
+    Column("max_completion", BigInteger, nullable=True),
+    # JSON [[scope, period, window], ...]: the totals rows this hold reserved against.
+    Column("counters", Text, nullable=True),
     Index(None, "project", "month", "state", "expires_at"),
     Index(None, "state", "expires_at"),
 )
@@ -135,7 +170,7 @@ events = Table(
     "events",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("call_id", String(64), nullable=True, unique=True),
+    Column("call_id", String(64), nullable=True),
     Column("project", String(200), nullable=False),
     Column("month", String(7), nullable=False),
     Column("at", BigInteger, nullable=False),
@@ -156,8 +191,31 @@ events = Table(
     Column("recorded_at", BigInteger, nullable=False),
     # Reasoning tokens the server reported (inside completion_tokens); NULL when not reported.
     Column("reasoning_tokens", BigInteger, nullable=True),
+    Column("user", String(200), nullable=True),
+    Column("tags", Text, nullable=True),
+    UniqueConstraint("project", "call_id"),  # ids are scoped to their project
     Index(None, "project", "month", "model"),
     Index(None, "month", "project", "id"),  # reports by month; late events past a watermark
+    Index(None, "project", "at"),  # a project's window (day, week) from its events
+    Index(None, "project", "user", "at"),  # an end user's window
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("project", String(200), nullable=False),
+    Column("budget_user", String(200), nullable=False, server_default=""),
+    Column("budget_tag", String(SCOPE_TEXT), nullable=False, server_default=""),
+    Column("period", String(5), nullable=False),
+    Column("window", String(10), nullable=False),
+    Column("user", String(200), nullable=False, server_default=""),
+    Column("threshold", Integer, nullable=False),
+    Column("spent_units", BigInteger, nullable=False),
+    Column("limit_units", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("project", "budget_user", "budget_tag", "period", "window", "user",
+                     "threshold"),
 )
 
 invoices = Table(

@@ -58,6 +58,6 @@ def temporary_ledger(*, clock: Clock | None = None, hold_ttl: timedelta | None =
 
 def assert_consistent(book: Ledger) -> None:
     """Fail with the differences if the running totals disagree with events and holds."""
-    problems = book.store.check_totals()
+    problems = book.store.check_totals(book.now())
     if problems:
         raise AssertionError("ledger books do not balance:\n" + "\n".join(problems))
