@@ -31,24 +31,20 @@ def state(book: Ledger) -> dict[str, Any]:
     from ..money import from_units
 
     now = book.now()
-    month = month_of(now)
-    budgets = []
-    for s in book.store.states(month):
-        if s.limit is None:
-            continue
-        used = s.settled_units + s.held_units
-        budgets.append({
-            "project": s.project, "period": "month", "window": month, "user": None,
-            "tag": None, "hard": s.hard, "limit": money_str(s.limit),
-            "spent": money_str(s.spent), "held": money_str(s.held),
-            "remaining": money_str(s.remaining) if s.remaining is not None else None,
-            "percent_used": (round(100 * used / s.limit_units, 1)
-                             if s.limit_units else None),
-            "status": s.status,
-        })
-    # TODO(issue 13, coordinator): after merging `budgets` (helper A), list every budget's
-    # window (book.store.windows(now): user, tag, period) and book.alerts() here.
-    alerts: list[dict[str, Any]] = []
+    month = month_of(now)  # the window of the invoices and reports shown
+    budgets = [{
+        "project": w.budget.project, "period": w.budget.period, "window": w.window,
+        "user": w.user if w.budget.user == "*" and w.user else w.budget.user,
+        "tag": w.budget.tag, "hard": w.budget.hard, "limit": money_str(w.limit),
+        "spent": money_str(w.spent), "held": money_str(w.held),
+        "remaining": money_str(w.remaining), "percent_used": str(w.percent_used),
+        "status": w.status,
+    } for w in book.store.windows(now)]
+    alerts = [{
+        "id": a.id, "project": a.project, "user": a.user, "tag": a.tag, "period": a.period,
+        "window": a.window, "threshold": a.threshold, "spent": money_str(a.spent),
+        "limit": money_str(a.limit), "at": a.at.isoformat(),
+    } for a in book.store.alerts()[-20:]][::-1]
     calls = [{"at": c.at.isoformat(), "project": c.project, "model": c.model,
               "status": c.status, "prompt_tokens": c.prompt_tokens,
               "completion_tokens": c.completion_tokens,

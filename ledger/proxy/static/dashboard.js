@@ -19,7 +19,7 @@
     let text = b.project;
     if (b.user) text += " user=" + b.user;
     if (b.tag) text += " tag=" + b.tag;
-    return text + " " + b.period + (b.hard ? "" : " (soft)");
+    return text + " " + b.period + (b.hard === false ? " (soft)" : "");
   }
 
   function bar(b) {
