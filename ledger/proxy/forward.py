@@ -8,17 +8,18 @@ the proxy is estimated, held, refused, settled and spooled exactly as one made w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
 from ..metering.meter import Meter
 from ..metering.request import PROJECT_HEADER
+from ..records import Attribution
 from ..store.keys import KeyRow
 from ..transport import MeteredTransport
 
-__all__ = ["HOP_BY_HOP", "TimedTransport", "forward_headers", "metered_client",
+__all__ = ["HOP_BY_HOP", "TimedTransport", "attribution_for", "forward_headers", "metered_client",
            "response_headers"]
 
 #: Never forwarded either way (RFC 9110 section 7.6.1), plus what the HTTP client sets itself.
@@ -53,6 +54,21 @@ def forward_headers(headers: Iterable[tuple[str, str]], key: KeyRow,
     # the key's, the key's value winning for a key both give. Until then calls through the
     # proxy are metered by project only.
     return out
+
+
+USER_HEADER = "x-ledger-user"
+TAGS_HEADER = "x-ledger-tags"
+
+
+def attribution_for(key: KeyRow, headers: Mapping[str, str]) -> Attribution:
+    """Who the call is for: the key decides; the request may add. The key's end user wins
+    over the request's ``X-Ledger-User`` (which counts only for a key without one); the
+    request's ``X-Ledger-Tags`` are added to the key's, the key's value winning for a tag key
+    both give. ``InvalidInput`` for a malformed header (the caller gets 400)."""
+    own = key.attribution
+    asked = Attribution.of(headers.get(USER_HEADER) or None, headers.get(TAGS_HEADER) or None)
+    tags = {**dict(asked.tags), **dict(own.tags)}
+    return Attribution.of(own.user or asked.user, tags or None)
 
 
 def response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:

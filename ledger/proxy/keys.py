@@ -21,16 +21,25 @@ from datetime import datetime
 
 from ..errors import InvalidInput
 from ..names import check_name
+from ..records import Attribution
 from ..store import keys as rows
 from ..store.keys import KeyRow
 from ..store.ops import Store
 
-__all__ = ["KEY_PATTERN", "KeyRow", "NewKey", "create_key", "digest", "parse_key",
-           "parse_tags", "revoke_key", "verify_key"]
+__all__ = [
+    "KEY_PATTERN",
+    "KeyRow",
+    "NewKey",
+    "attribution_of",
+    "create_key",
+    "digest",
+    "parse_key",
+    "revoke_key",
+    "verify_key",
+]
 
 PREFIX = "lk_"
 KEY_PATTERN = re.compile(r"lk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-MAX_TAG = 200
 
 
 @dataclass(frozen=True)
@@ -53,23 +62,13 @@ def parse_key(text: str | None) -> tuple[str, str] | None:
     return None if match is None else (match.group(1), match.group(2))
 
 
-def parse_tags(pairs: list[str] | tuple[str, ...]) -> str | None:
-    """``["feature=search", "env=prod"]`` as the stored text ``"env=prod,feature=search"``."""
-    tags: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise InvalidInput(f"a tag is KEY=VALUE, got {pair!r}")
-        for part in (key, value):
-            if "," in part or len(part) > MAX_TAG or any(ord(c) < 0x20 or ord(c) == 0x7f
-                                                         for c in part):
-                raise InvalidInput(f"a tag's key and value have no ',' nor control characters "
-                                   f"and at most {MAX_TAG} characters: {pair!r}")
-        if key in tags and tags[key] != value:
-            raise InvalidInput(f"tag {key!r} given twice")
-        tags[key] = value
-    return ",".join(f"{k}={tags[k]}" for k in sorted(tags)) or None
+def attribution_of(user: str | None, tags: list[str] | tuple[str, ...]) -> Attribution:
+    """The key's end user and ``["feature=search", "env=prod"]`` tags, validated as every
+    attribution is (:meth:`ledger.records.Attribution.of`)."""
+    for pair in tags:
+        if "," in pair:
+            raise InvalidInput(f"one tag per --tag (KEY=VALUE, no ','), got {pair!r}")
+    return Attribution.of(user, ",".join(tags) if tags else None)
 
 
 def create_key(store: Store, now: datetime, project: str, *, user: str | None = None,
@@ -77,13 +76,12 @@ def create_key(store: Store, now: datetime, project: str, *, user: str | None = 
                admin: bool = False) -> NewKey:
     """Make and store a key for ``project`` (and ``user``, ``tags``); returns it once."""
     check_name(project, "project")
-    if user is not None:
-        check_name(user, "user")
+    who = attribution_of(user, tags)
     if name is not None:
         check_name(name, "name")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    row = KeyRow(key_id, name, project, user, parse_tags(tags), bool(admin), digest(secret),
+    row = KeyRow(key_id, name, project, who.user, who.tags_text, bool(admin), digest(secret),
                  now, None, None)
     rows.insert_key(store, row)
     return NewKey(f"{PREFIX}{key_id}_{secret}", row)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from ..records import Attribution
 from .ops import Store, _translate
 from .schema import from_micros, proxy_keys, to_micros
 
@@ -36,6 +37,11 @@ class KeyRow:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def attribution(self) -> Attribution:
+        """The end user and tags every call with this key carries."""
+        return Attribution.from_columns(self.user, self.tags)
 
 
 _COLUMNS = (proxy_keys.c.id, proxy_keys.c.name, proxy_keys.c.project, proxy_keys.c.user,
