@@ -26,7 +26,8 @@ LIMIT = Decimal("0.005")
 
 def test_two_proxies_racing_one_hard_budget_never_overspend(pg_url: str, tmp_path: Path) -> None:
     """40 concurrent streamed calls through two proxies: at most the budget is spent, every
-    refusal is a 402 that never reached upstream, and the books balance."""
+    refusal is a 402 that never reached upstream, the books balance, and the two-worker
+    proxy's /metrics counts its calls over both workers."""
     with Ledger(pg_url) as book:
         book.set_budget("race", LIMIT)
         key = create_key(book.store, book.now(), "race").key
@@ -48,6 +49,13 @@ def test_two_proxies_racing_one_hard_budget_never_overspend(pg_url: str, tmp_pat
 
                 with ThreadPoolExecutor(CALLS) as pool:
                     statuses = list(pool.map(call, targets))
+                # /metrics of the two-worker proxy adds up both workers' calls.
+                through_a = sum(1 for t, st in zip(targets, statuses, strict=True)
+                                if t == a.openai_base_url and st == 200)
+                page = httpx.get(a.url + "/metrics").text
+                line = 'ledger_proxy_calls_total{model="kimi-k2.5",project="race",status="ok"}'
+                counted = [float(x.split()[-1]) for x in page.splitlines() if x.startswith(line)]
+                assert counted == ([float(through_a)] if through_a else [])
             admitted = statuses.count(200)
             assert statuses.count(402) == CALLS - admitted
             assert 1 <= admitted <= 10
