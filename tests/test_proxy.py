@@ -403,6 +403,31 @@ class TestProcesses:
         assert event["status"] == "ok" and (event["prompt_tokens"],
                                             event["completion_tokens"]) == (5, 20)
 
+    def test_sigterm_cuts_a_stream_longer_than_the_drain_and_settles_it(
+            self, book: Ledger, db_url: str, sim: RunAPISimulator, tmp_path: Path) -> None:
+        """A stream still running when --drain-seconds is up is cut, settled as cancelled
+        (charged for what streamed), and the proxy exits."""
+        key = new_key(book, "cut")
+        sim.enqueue(Behavior(chunk_delay=0.5))  # about 10 s to the end
+        with running_proxy(db_url, sim.base_url, tmp_path,
+                           args=["--drain-seconds", "1"]) as proxy:
+            with httpx.Client(timeout=30) as client:
+                with client.stream("POST", proxy.openai_base_url + "/chat/completions",
+                                   headers={"authorization": f"Bearer {key}"},
+                                   json={"model": "kimi-k2.5", "messages": MESSAGES,
+                                         "stream": True}) as reply:
+                    lines = reply.iter_lines()
+                    next(line for line in lines if line.startswith("data:"))
+                    stopped = time.monotonic()
+                    proxy.proc.send_signal(signal.SIGTERM)
+                    with pytest.raises(httpx.HTTPError):
+                        list(lines)
+            assert proxy.proc.wait(30) == 0
+            assert time.monotonic() - stopped < 8
+        (event,) = project_events(book, "cut")
+        assert event["status"] == "cancelled" and 0 < event["completion_tokens"] < 20
+        assert book.budget("cut").held == 0
+
     def test_kill_9_mid_stream_leaves_a_hold_that_expires_and_books_that_balance(
             self, book: Ledger, db_url: str, sim: RunAPISimulator, tmp_path: Path) -> None:
         """A proxy killed with SIGKILL mid-stream settles nothing; its hold expires after the
