@@ -61,6 +61,7 @@ def test_an_admin_sees_a_budget_move_after_a_call_and_names_stay_text(
 
     assert isinstance(browser, Browser)
     book.set_budget(EVIL, Decimal("5"))
+    book.set_budget(EVIL, Decimal("0.0008"), hard=False, period="day", alerts=(50,))
     admin = create_key(book.store, book.now(), "ops", admin=True).key
     caller = create_key(book.store, book.now(), EVIL).key
     context = browser.new_context()
@@ -72,7 +73,7 @@ def test_an_admin_sees_a_budget_move_after_a_call_and_names_stay_text(
     page.fill("#key", admin)
     page.click("#login")
     row = page.locator("#budgets tbody tr", has=page.locator("td.name",
-                                                             has_text=EVIL)).first
+                                                             has_text=f"{EVIL} month"))
     row.wait_for(timeout=20_000)
     assert row.locator("td.name").inner_text() == f"{EVIL} month"
     before = row.locator("td.spent").inner_text()
@@ -91,6 +92,8 @@ def test_an_admin_sees_a_budget_move_after_a_call_and_names_stay_text(
     assert loads == []  # no reload: the figures came by polling
     calls = page.locator("#calls tbody td.name", has_text=EVIL)
     calls.first.wait_for(timeout=20_000)
+    alert = page.locator("#alerts tbody td.name", has_text=f"{EVIL} day")
+    alert.first.wait_for(timeout=20_000)  # the soft day budget crossed 50%
     assert page.locator("img").count() == 0 and dialogs == []
     cookies = context.cookies()
     (cookie,) = [c for c in cookies if c["name"] == "ledger_dashboard_key"]
