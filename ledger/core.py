@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .budget import BudgetState
 from .clock import Clock, SystemClock, month_bounds, month_of, parse_month, require_aware
 from .errors import InvalidInput, LedgerUnavailable, UnknownModel
-from .metering.meter import Meter
+from .metering.attribution import client_attribution
+from .metering.meter import Meter, check_fit, check_min_completion_tokens
 from .money import (
     MAX_AMOUNT,
     check_tokens,
@@ -126,6 +127,8 @@ class Ledger:
         replay_spool: bool = True,
         create: bool = False,
         require_budget: bool = False,
+        fit: str = "refuse",
+        min_completion_tokens: int = 64,
     ) -> None:
         self.url = normalise_url(url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_URL)
         self.clock: Clock = clock or SystemClock()
@@ -143,6 +146,11 @@ class Ledger:
         self.send_default_cap = send_default_cap
         #: Refuse every metered call of a project with no budget (code ``no_budget``).
         self.require_budget = bool(require_budget)
+        #: A metered call whose worst case does not fit a hard budget: ``"refuse"`` it (402),
+        #: or ``"shrink"``: send it with its completion cap lowered to what fits (response
+        #: header ``x-ledger-max-tokens``), never below ``min_completion_tokens``.
+        self.fit = check_fit(fit)
+        self.min_completion_tokens = check_min_completion_tokens(min_completion_tokens)
         self._encodings = dict(encodings or {})
         self._estimator: Estimator | None = None
         #: ``create=True`` makes a SQLite file's missing directory; without it a missing one
@@ -165,7 +173,8 @@ class Ledger:
             store=self.store, now=self.now, estimator_of=lambda: self.estimator,
             spool=self.spool, hold_ttl=self.hold_ttl, fail_open=self.fail_open,
             default_max_tokens=self.default_max_tokens, send_default_cap=self.send_default_cap,
-            after_settle=self.replay_if_spooled, require_budget=self.require_budget)
+            after_settle=self.replay_if_spooled, require_budget=self.require_budget,
+            fit=self.fit, min_completion_tokens=self.min_completion_tokens)
         self.spool.check_writable()
         self._replaying = threading.Lock()
         if replay_spool and self.spool.exists():
@@ -366,14 +375,23 @@ class Ledger:
 
     # -- holds (two-phase) --------------------------------------------------------------------
     def hold(self, project: str, model: str, prompt_tokens: int, max_completion_tokens: int,
-             *, call_id: str | None = None) -> Hold:
-        """Reserve a call's worst case against the budget; BudgetExceeded if it cannot fit."""
+             *, call_id: str | None = None, user: str | None = None,
+             tags: Mapping[str, str] | str | None = None,
+             min_completion_tokens: int | None = None) -> Hold:
+        """Reserve a call's worst case against every hard budget it matches (its project's,
+        its ``user``'s, its ``tags``'); BudgetExceeded if it cannot fit. With
+        ``min_completion_tokens``, a worst case that does not fit holds the largest cap that
+        does, down to that (``Hold.max_completion_tokens``: send at most that many)."""
         check_name(project, "project")
         check_name(model, "model")
         check_tokens(prompt_tokens, "prompt_tokens")
         check_tokens(max_completion_tokens, "max_completion_tokens")
+        if min_completion_tokens is not None:
+            check_min_completion_tokens(min_completion_tokens)
         return self.store.hold(call_id or new_call_id(), project, model, prompt_tokens,
-                               max_completion_tokens, self.now(), self.hold_ttl)
+                               max_completion_tokens, self.now(), self.hold_ttl,
+                               attribution=client_attribution(user, tags),
+                               min_completion_tokens=min_completion_tokens)
 
     def settle(self, call_id: str, prompt_tokens: int, completion_tokens: int, *,
                cached_tokens: int = 0, estimated: bool = False, status: str = "ok",
@@ -401,9 +419,12 @@ class Ledger:
     # -- recording by hand --------------------------------------------------------------------
     def record(self, project: str, model: str, prompt_tokens: int, completion_tokens: int, *,
                cached_tokens: int = 0, at: datetime | None = None,
-               request_id: str | None = None) -> Decimal:
-        """Record a call's usage; returns its exact cost. The same request_id twice: once."""
+               request_id: str | None = None, user: str | None = None,
+               tags: Mapping[str, str] | str | None = None) -> Decimal:
+        """Record a call's usage (for its end ``user`` and ``tags``, if given); returns its
+        exact cost. The same request_id twice: once."""
         check_name(project, "project")
+        attribution = client_attribution(user, tags)
         check_name(model, "model")
         for name, value in (("prompt_tokens", prompt_tokens),
                             ("completion_tokens", completion_tokens),
@@ -414,18 +435,25 @@ class Ledger:
             check_name(request_id, "request_id")
         when = self.now() if at is None else require_aware(at, "at")
         outcome = Outcome("ok", prompt_tokens, completion_tokens, cached_tokens)
-        return from_units(self.store.record(project, model, outcome, when, self.now(), request_id))
+        return from_units(self.store.record(project, model, outcome, when, self.now(),
+                                            request_id, attribution=attribution))
 
     # -- metering (ledger.metering, ledger.transport) ----------------------------------------
     def metered_call(self, project: str, request_body: Mapping[str, Any] | bytes | str,
-                     shape: str | None = None) -> MeteredCall:
-        """Estimate and hold a call made by any client; settle it from the reply (see README)."""
+                     shape: str | None = None, *, user: str | None = None,
+                     tags: Mapping[str, str] | str | None = None) -> MeteredCall:
+        """Estimate and hold a call made by any client, for its end ``user`` and ``tags``
+        (else the body's user); settle it from the reply (see README)."""
         from .metering.by_hand import MeteredCall
 
-        return MeteredCall(self.meter, project, request_body, shape)
+        return MeteredCall(self.meter, project, request_body, shape, user=user, tags=tags)
 
     def httpx_client(self, project: str, **kwargs: Any) -> httpx.Client:
-        """An ``httpx.Client`` (OpenAI SDK) whose RunAPI calls are metered for ``project``."""
+        """An ``httpx.Client`` (OpenAI SDK) whose RunAPI calls are metered for ``project``.
+
+        ``user=`` / ``tags=`` attribute its calls to an end user and tags (per request:
+        headers ``X-Ledger-User`` / ``X-Ledger-Tags``); ``projects=``, ``free_paths=`` as
+        ``MeteredTransport``; any other keyword goes to ``httpx.Client``."""
         from .transport import httpx_client
 
         return httpx_client(self, project, **kwargs)

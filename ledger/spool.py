@@ -44,6 +44,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from .errors import InvalidInput, LedgerUnavailable
+from .records import Attribution
 from .store.ops import Outcome, Store
 from .store.schema import from_micros, to_micros
 
@@ -135,12 +136,18 @@ class Spool:
             os.close(fd)  # releases the lock
 
     def append(self, call_id: str, project: str, model: str, started_at: datetime,
-               outcome: Outcome) -> None:
-        """Durably append one call's outcome (fsync before returning), on a fresh line."""
-        data = json.dumps({
+               outcome: Outcome, *, attribution: Attribution | None = None) -> None:
+        """Durably append one call's outcome (fsync before returning), on a fresh line; its
+        end user and tags go with it (a call that was never held is attributed from them)."""
+        entry: dict[str, Any] = {
             "v": VERSION, "call_id": call_id, "project": project, "model": model,
             "started_at": to_micros(started_at), "outcome": asdict(outcome),
-        }, separators=(",", ":")).encode() + b"\n"
+        }
+        if attribution is not None and attribution.user is not None:
+            entry["user"] = attribution.user
+        if attribution is not None and attribution.tags:
+            entry["tags"] = dict(attribution.tags)
+        data = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
         with self._locked() as fd:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -195,7 +202,8 @@ class Spool:
                         store.settle(
                             entry["call_id"], Outcome(**entry["outcome"]), now,
                             fallback=(entry["project"], entry["model"],
-                                      from_micros(entry["started_at"])),
+                                      from_micros(entry["started_at"]),
+                                      Attribution.of(entry.get("user"), entry.get("tags"))),
                         )
                     except LedgerUnavailable:
                         raise  # keep the whole file; what was applied is idempotent

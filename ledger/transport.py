@@ -16,6 +16,9 @@ steps of :mod:`ledger.metering` (hold → post | void | expire):
   client's own project, or one the client allows (``projects=[...]`` or ``projects="*"``);
   any other is answered 400 ``project_not_allowed`` (compared exactly: ``"acme "`` is not
   ``"acme"``).
+* ``X-Ledger-User`` and ``X-Ledger-Tags`` are removed from every request too; on a metered
+  call they add to the client's ``user=`` / ``tags=`` (:mod:`ledger.metering.attribution`:
+  a bad or contradicting value is answered 400 ``ledger_invalid_request``, unsent).
 * Before sending: prepare (parse, estimate), then hold. A refusal never reaches the network:
   the caller gets 402 (budget / unknown model), 400 (body cannot be metered) or 503 (database
   down, failing closed) with an error body of its API's shape.
@@ -28,6 +31,11 @@ steps of :mod:`ledger.metering` (hold → post | void | expire):
   renew or settle (exactly once, when the body ends, breaks or is closed). The sync and async
   stream classes are thin shells that only carry its decisions out.
 * A transport error voids the call and is re-raised unchanged.
+* Every metered response says what was held: ``x-ledger-call-id``, ``x-ledger-cost-held``
+  (the worst case, an exact decimal), and when a hard budget matches, ``x-ledger-remaining``
+  (what the tightest one has left after this hold) and ``x-ledger-budget`` (its label);
+  ``x-ledger-max-tokens`` when ``fit="shrink"`` lowered the completion cap (see
+  :func:`budget_headers`).
 
 Async drivers never touch the database on the event loop: preparing + holding is one worker
 thread hop, settling another (``anyio.to_thread``; shielded from cancellation so a cancelled
@@ -40,9 +48,10 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
+from urllib.parse import quote
 
 import httpx
 import httpx2
@@ -58,6 +67,7 @@ from .errors import (
     UnknownModel,
     UnmeteredEndpoint,
 )
+from .metering.attribution import TAGS_HEADER, USER_HEADER, Asked, client_attribution
 from .metering.body import RENEW, BodySteps, Todo
 from .metering.call import Call, renew_interval
 from .metering.meter import HasMeter, Meter
@@ -70,14 +80,16 @@ from .metering.request import (
     prepare,
     secrets_of,
 )
+from .money import from_units, money_str
 from .names import check_name
-from .records import Outcome
+from .records import Hold, Outcome
 from .shapes import Shape
 
 __all__ = [
     "MeteredTransport",
     "async_httpx2_client",
     "async_httpx_client",
+    "budget_headers",
     "httpx2_client",
     "httpx_client",
 ]
@@ -100,15 +112,19 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
 
     ``projects=[...]`` lists the other projects a request may name in ``X-Ledger-Project``
     (``"*"``: any); ``free_paths=[...]`` lists POST paths that cost nothing and are passed
-    through unmetered (any other unmetered POST is refused).
+    through unmetered (any other unmetered POST is refused). ``user=`` and ``tags=``
+    (``{"feature": "search"}`` or ``"feature=search,env=prod"``) attribute every call to an end
+    user and tags; per request, ``X-Ledger-User`` / ``X-Ledger-Tags`` add to them.
     """
 
     def __init__(self, book: HasMeter, project: str, wrapped: Any = None, *,
                  projects: Iterable[str] | Literal["*"] | None = None,
-                 free_paths: Iterable[str] | None = None) -> None:
+                 free_paths: Iterable[str] | None = None, user: str | None = None,
+                 tags: Mapping[str, str] | str | None = None) -> None:
         self.book = book
         self.meter: Meter = book.meter
         self.project = check_name(project, "project")
+        self.attribution = client_attribution(user, tags)
         self.projects = _allowed_projects(projects)
         self.free_paths = normalise_free_paths(free_paths)
         self.wrapped = wrapped
@@ -144,7 +160,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
     def handle_request(self, request: AnyRequest) -> AnyResponse:
         inner = self._inner(request, False)
         try:
-            shape, project = self._route(request)
+            shape, project, asked = self._route(request)
         except LedgerError as exc:
             return _refuse(request, _error_shape(request), exc)
         if shape is None:
@@ -153,7 +169,8 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
         meter = self.meter
         try:
             call = Call(meter, prepare(meter, shape, project, request.read(),
-                                       secrets=secrets_of(request.headers)))
+                                       secrets=secrets_of(request.headers),
+                                       attribution=self.attribution, asked=asked))
             call.hold()
         except (BudgetExceeded, UnknownModel, NoBudget, LedgerUnavailable, InvalidInput) as exc:
             return _refuse(request, shape, exc)
@@ -193,7 +210,7 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
 
         inner = self._inner(request, True)
         try:
-            shape, project = self._route(request)
+            shape, project, asked = self._route(request)
         except LedgerError as exc:
             return _refuse(request, _error_shape(request), exc)
         if shape is None:
@@ -204,7 +221,8 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
 
         def start() -> Call:
             call = Call(meter, prepare(meter, shape, project, body,
-                                       secrets=secrets_of(request.headers)))
+                                       secrets=secrets_of(request.headers),
+                                       attribution=self.attribution, asked=asked))
             call.hold()
             return call
 
@@ -240,28 +258,35 @@ class MeteredTransport(httpx.BaseTransport, httpx.AsyncBaseTransport,
                         traceback: TracebackType | None = None) -> None:
         await self.aclose()
 
-    def _route(self, request: AnyRequest) -> tuple[Shape | None, str]:
-        """The call's shape (``None``: pass through) and project; drops ``X-Ledger-Project``.
+    def _route(self, request: AnyRequest) -> tuple[Shape | None, str, Asked]:
+        """The call's shape (``None``: pass through), project and what its headers ask about
+        its end user and tags; drops ``X-Ledger-Project``, ``X-Ledger-User`` and
+        ``X-Ledger-Tags`` from every request (the upstream never sees them).
         Raises ``UnmeteredEndpoint`` / ``ProjectNotAllowed`` / ``InvalidInput`` (refused)."""
         headers = request.headers
         named = headers.get_list(PROJECT_HEADER)
         if named:
             del headers[PROJECT_HEADER]
+        asked = Asked(tuple(headers.get_list(USER_HEADER)), tuple(headers.get_list(TAGS_HEADER)))
+        if asked.users:
+            del headers[USER_HEADER]
+        if asked.tags:
+            del headers[TAGS_HEADER]
         raw = request.url.raw_path.decode("ascii", "replace")
         route = classify(request.method, raw, self.free_paths)
         if route.kind == "refused":
             raise UnmeteredEndpoint(route.path)
         if route.kind == "free":
-            return None, self.project
+            return None, self.project, asked
         if not named:
-            return route.shape, self.project
+            return route.shape, self.project, asked
         if len(named) > 1:
             raise ProjectNotAllowed(", ".join(named), self.project)
         project = named[0]
         if project != self.project and not (
                 self.projects == "*" or project in self.projects):
             raise ProjectNotAllowed(project, self.project)
-        return route.shape, check_name(project, "project")
+        return route.shape, check_name(project, "project"), asked
 
     def _closables(self) -> list[Any]:
         if self.wrapped is not None:
@@ -336,6 +361,8 @@ def _metered_response(response: AnyResponse, call: Call, *, is_async: bool) -> A
     if reply.drops:
         response.headers.pop("content-length", None)
     response.headers[CALL_ID_HEADER] = prepared.call_id
+    for name, value in budget_headers(call.held, prepared):
+        response.headers[name] = value
     steps = BodySteps(reply, call, renew_interval(meter))
     stream: Any
     if is_async:
@@ -350,6 +377,36 @@ def _metered_response(response: AnyResponse, call: Call, *, is_async: bool) -> A
     _live[id(steps)] = finalizer  # one dict operation: atomic, no lock (see _abandoned)
     response.stream = stream
     return response
+
+
+#: Printable ASCII but ``%``: what a header value keeps as it is.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_text(text: str) -> str:
+    """``text`` safe in a header value: printable ASCII kept, anything else (and ``%``)
+    percent-encoded as UTF-8 (a name may hold any character; a header must not hold a line
+    break)."""
+    return quote(text, safe=_HEADER_SAFE)
+
+
+def budget_headers(hold: Hold | None, prepared: PreparedCall) -> list[tuple[str, str]]:
+    """The budget signals of a metered response: ``x-ledger-cost-held`` (the hold's worst
+    case, an exact decimal), and when a hard budget matched the call, ``x-ledger-remaining``
+    (the tightest one's remaining after this hold, an exact decimal, negative never) and
+    ``x-ledger-budget`` (its label, percent-encoded outside printable ASCII); plus
+    ``x-ledger-max-tokens`` (the completion cap the body was sent with) when ``fit="shrink"``
+    lowered it. None when the call was not held (failing open)."""
+    if hold is None:
+        return []
+    out = [("x-ledger-cost-held", money_str(from_units(hold.amount_units)))]
+    tightest = hold.tightest
+    if tightest is not None:
+        out.append(("x-ledger-remaining", money_str(tightest.remaining)))
+        out.append(("x-ledger-budget", header_text(tightest.budget.label)))
+    if prepared.shrunk_to is not None:
+        out.append(("x-ledger-max-tokens", str(prepared.shrunk_to)))
+    return out
 
 
 #: The finalizers of metered responses not yet garbage-collected (settled or not).
@@ -516,12 +573,15 @@ def _metered_client(cls: Any, book: HasMeter, project: str, kwargs: dict[str, An
         if transport is None or isinstance(transport, MeteredTransport):
             return transport
         return MeteredTransport(book, project, transport, projects=projects,
-                                free_paths=free_paths)
+                                free_paths=free_paths, user=user, tags=tags)
 
     projects = kwargs.pop("projects", None)
     free_paths = kwargs.pop("free_paths", None)
+    user = kwargs.pop("user", None)
+    tags = kwargs.pop("tags", None)
     # Validates the project name and options before building anything.
-    MeteredTransport(book, project, projects=projects, free_paths=free_paths)
+    MeteredTransport(book, project, projects=projects, free_paths=free_paths, user=user,
+                     tags=tags)
     client = cls(**kwargs)
     client._transport = wrap(client._transport)
     client._mounts = {pattern: wrap(t) for pattern, t in client._mounts.items()}

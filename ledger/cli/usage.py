@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,6 +31,8 @@ TABLE_LIMIT = 200
 @click.option("--project", metavar="P", help="Only this project.")
 @month_option(help_text="Only this UTC calendar month.")
 @click.option("--model", metavar="MODEL", help="Only this model.")
+@click.option("--user", metavar="U", help="Only calls for this end user.")
+@click.option("--tag", metavar="K=V", help="Only calls carrying this tag (key=value).")
 @click.option("--status", type=click.Choice(USAGE_STATUSES),
               help="Only calls that ended so (estimated: the server reported no usage and "
                    "the ledger's estimate was charged).")
@@ -41,19 +44,22 @@ TABLE_LIMIT = 200
               help="Instead of rows: estimated vs reported prompt tokens per model.")
 @pass_state
 def usage(state: CliState, project: str | None, month: str | None, model: str | None,
-          status: str | None, fmt: str, output: Path | None, limit: int | None,
-          show_calibration: bool) -> None:
-    """List recorded calls, oldest first, filtered by project, month, model and status.
+          user: str | None, tag: str | None, status: str | None, fmt: str,
+          output: Path | None, limit: int | None, show_calibration: bool) -> None:
+    """List recorded calls, oldest first, filtered by project, month, model, end user, tag
+    and status.
 
     Rows are streamed from the database, so memory stays flat at millions of rows. --format
     json writes one JSON array, element by element (valid JSON for json.load and jq);
     --format jsonl writes one object per line; csv has a header row. Money is an exact
-    decimal string. --calibration summarises how the pre-flight estimates compared with the
-    prompt tokens the server reported, per model.
+    decimal string. Each row carries its end user and tags (csv/json columns user, tags:
+    "env=prod,feature=search"). --calibration summarises how the pre-flight estimates
+    compared with the prompt tokens the server reported, per model.
 
     \b
     Example:
       ledger usage --project acme --month 2026-11
+      ledger usage --project acme --user alice --tag feature=search
       ledger usage --status failed --format json
       ledger usage --month 2026-11 --format csv --output usage-2026-11.csv
       ledger usage --calibration
@@ -75,11 +81,12 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
     if fmt == "table" and limit is None:
         limit = TABLE_LIMIT
     progress = show_progress(output)
-    total = count_usage(book.store, project=project, month=month, model=model, status=status) \
-        if progress else None
+    filters: dict[str, Any] = {"project": project, "month": month, "model": model,
+                               "status": status, "user": user, "tag": tag}
+    total = count_usage(book.store, **filters) if progress else None
     if total is not None and limit is not None:
         total = min(total, limit)
-    stream = usage_rows(book.store, project=project, month=month, model=model, status=status)
+    stream = usage_rows(book.store, **filters)
     try:
         rows_iter: Iterator[UsageRow] = stream if limit is None else islice(stream, limit)
         rows_iter = tracked(rows_iter, "usage rows", total=total, enabled=progress, every=1000)
@@ -95,8 +102,7 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
                 console = render_table.console(out, terminal=None if output is None else False)
                 console.print(render_table.usage(shown))
                 if limit is not None and len(shown) == limit:
-                    more = count_usage(book.store, project=project, month=month, model=model,
-                                       status=status) - limit
+                    more = count_usage(book.store, **filters) - limit
                     if more > 0:
                         click.echo(f"... {more:,} more; use --limit N, or --format csv/json "
                                    "for all", err=True)

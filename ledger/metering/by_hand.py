@@ -22,6 +22,7 @@ from ..records import Hold, Outcome
 from ..shapes import SHAPES, Shape, Usage, body_bytes, load_object
 from ..shapes import anthropic as anthropic_shape
 from ..shapes import openai as openai_shape
+from .attribution import client_attribution
 from .call import Call
 from .meter import Meter
 from .reply import by_estimate, failed, from_usage
@@ -101,12 +102,15 @@ class MeteredCall:
     """
 
     def __init__(self, meter: Meter, project: str,
-                 request_body: Mapping[str, Any] | bytes | str, shape: str | None = None) -> None:
+                 request_body: Mapping[str, Any] | bytes | str, shape: str | None = None, *,
+                 user: str | None = None, tags: Mapping[str, str] | str | None = None) -> None:
         check_name(project, "project")
         if shape is not None and shape not in SHAPES:
             raise InvalidInput(f"shape must be 'openai' or 'anthropic', got {shape!r}")
         self.meter = meter
         self.project = project
+        #: The end user and tags given (the body's user is read when the block starts).
+        self.attribution = client_attribution(user, tags)
         self.call_id = new_call_id()
         self._body = body_bytes(request_body)
         if shape is None:
@@ -134,7 +138,21 @@ class MeteredCall:
 
     @property
     def max_completion_tokens(self) -> int:
+        """The completion tokens held (all ``n`` completions): lower than the body asked when
+        ``Ledger(fit="shrink")`` lowered it (then send :attr:`request_body`)."""
         return self._prepared().max_completion_tokens
+
+    @property
+    def request_body(self) -> dict[str, Any]:
+        """The body to send: the caller's, with the completion cap the ledger held written in
+        when it differs (the default cap of an uncapped call, or a cap lowered by
+        ``fit="shrink"``). Sending it keeps the call within what was held."""
+        prepared = self._prepared()
+        if prepared.forward_body is not None:
+            obj = load_object(prepared.forward_body)
+            if obj is not None:
+                return obj
+        return dict(prepared.request.body)
 
     @property
     def worst_case(self) -> Decimal | None:
@@ -191,9 +209,10 @@ class MeteredCall:
             raise InvalidInput("a metered call can be entered only once")
         self._entered = True
         self.prepared = prepare(self.meter, self.shape, self.project, self._body,
-                                call_id=self.call_id)
+                                call_id=self.call_id, attribution=self.attribution)
         self._call = Call(self.meter, self.prepared)
         self.hold = self._call.hold()
+        self.prepared = self._call.prepared  # lowered, if fit="shrink" lowered its cap
 
     def _end(self, exc: BaseException | None) -> None:
         if self._exited or self.prepared is None or self._call is None:

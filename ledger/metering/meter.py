@@ -14,11 +14,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from ..errors import InvalidInput
+from ..money import check_tokens
 from ..shapes import CallRequest
 from ..spool import Spool
 from ..store.ops import Store
 
-__all__ = ["Estimator", "HasMeter", "Meter", "TokenCounts"]
+__all__ = ["FITS", "Estimator", "HasMeter", "Meter", "TokenCounts", "check_fit",
+           "check_min_completion_tokens"]
+
+#: What a call whose worst case does not fit a hard budget gets: ``refuse`` (402) or
+#: ``shrink`` (sent with its completion cap lowered to what fits, if at least
+#: ``min_completion_tokens`` does).
+FITS = ("refuse", "shrink")
+
+
+def check_fit(fit: object) -> str:
+    """``fit`` as given (``"refuse"`` or ``"shrink"``); ``InvalidInput`` otherwise."""
+    if not isinstance(fit, str) or fit not in FITS:
+        raise InvalidInput(f"fit must be 'refuse' or 'shrink', got {fit!r}"[:200])
+    return fit
+
+
+def check_min_completion_tokens(value: object) -> int:
+    """A positive token count (``TypeError`` for a non-int, ``InvalidInput`` out of range)."""
+    tokens = check_tokens(value, "min_completion_tokens")
+    if tokens < 1:
+        raise InvalidInput(f"min_completion_tokens must be at least 1, got {tokens}")
+    return tokens
 
 
 class TokenCounts(Protocol):
@@ -58,6 +81,10 @@ class Meter:
     after_settle: Callable[[], None]
     #: Refuse calls for a project with no budget (``NoBudget``, code ``no_budget``).
     require_budget: bool = False
+    #: ``refuse`` or ``shrink`` (see :data:`FITS`).
+    fit: str = "refuse"
+    #: ``shrink`` never lowers a cap below this many tokens (per completion).
+    min_completion_tokens: int = 64
 
     @property
     def estimator(self) -> Estimator:

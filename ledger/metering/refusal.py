@@ -44,6 +44,7 @@ __all__ = [
     "RefusedBudget",
     "refusal",
     "refusal_for",
+    "refused_budget",
 ]
 
 #: The codes of the ledger's refusals.
@@ -59,7 +60,7 @@ class Refusal:
     type: str
     code: str
     message: str
-    details: Mapping[str, str] = field(default_factory=dict)
+    details: Mapping[str, str | None] = field(default_factory=dict)
     retry: bool = False
 
     def body(self, shape: Shape) -> bytes:
@@ -90,10 +91,13 @@ REFUSED = "runapi-ledger refused this call before sending it"
 def refusal_for(exc: LedgerError) -> Refusal:
     """The HTTP answer to a call refused before sending it (see the module docs)."""
     if isinstance(exc, BudgetExceeded):
+        budget = refused_budget(exc)
         return Refusal(402, "budget_exceeded", "budget_exceeded", f"{REFUSED}: {exc}", {
-            "project": exc.project, "month": exc.month, "limit": money_str(exc.limit),
-            "spent": money_str(exc.spent), "held": money_str(exc.held),
-            "worst_case": money_str(exc.requested),
+            "project": exc.project, "month": exc.month, "limit": money_str(budget.limit),
+            "spent": money_str(budget.spent), "held": money_str(budget.held),
+            "worst_case": money_str(exc.requested), "remaining": money_str(budget.remaining),
+            "budget": budget.label, "period": budget.period, "window": budget.window,
+            "user": budget.user, "tag": budget.tag,
         })
     if isinstance(exc, UnknownModel):
         return Refusal(402, "unknown_model", "unknown_model", f"{REFUSED}: {exc}",
@@ -119,8 +123,13 @@ def refusal_for(exc: LedgerError) -> Refusal:
 
 @dataclass(frozen=True)
 class RefusedBudget:
-    """The budget that refused a call: its project and month, limit, what was spent and held,
-    and the call's worst case (Decimal dollars)."""
+    """The budget that refused a call: its project and the month of the call, its limit, what
+    was spent and held in its window, and the call's worst case (Decimal dollars); which
+    budget it is (``label``, e.g. ``"acme user=* day"``; its ``period``, ``window`` start,
+    ``user`` and ``tag``) and what it had left (``remaining``). ``str()`` is the label.
+
+    The same, whether read from a ``BudgetExceeded`` or from the 402 body an SDK raised on
+    (the JSON error carries every field: ``budget`` is the label)."""
 
     project: str
     month: str
@@ -128,12 +137,38 @@ class RefusedBudget:
     spent: Decimal
     held: Decimal
     worst_case: Decimal
+    label: str = ""
+    period: str = "month"
+    window: str = ""
+    user: str | None = None
+    tag: str | None = None
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.limit - self.spent - self.held
+
+    def __str__(self) -> str:
+        return self.label or f"{self.project} {self.period}"
+
+
+def refused_budget(exc: BudgetExceeded) -> RefusedBudget:
+    """The budget that did not fit, read from the error (its ``.budget`` window when the
+    store names one; else the project's month, as before budgets had scopes)."""
+    window = getattr(exc, "budget", None)
+    if window is None:
+        return RefusedBudget(exc.project, exc.month, exc.limit, exc.spent, exc.held,
+                             exc.requested, f"{exc.project} month", "month", exc.month)
+    budget = window.budget
+    return RefusedBudget(exc.project, exc.month, window.limit, window.spent, window.held,
+                         exc.requested, budget.label, budget.period, window.window,
+                         window.user if budget.user is not None else None, budget.tag)
 
 
 @dataclass(frozen=True)
 class RefusalInfo:
     """What :func:`refusal` found: ``code`` (one of :data:`CODES`), ``message``, ``budget``
-    (the :class:`RefusedBudget` that refused, for ``budget_exceeded``; else ``None``) and the
+    (the :class:`RefusedBudget` that refused, for ``budget_exceeded``; else ``None``: its
+    ``label`` names the budget, ``str(budget)`` too) and the
     HTTP ``status`` the caller got (``None`` for a ``LedgerError``)."""
 
     code: str
@@ -160,10 +195,7 @@ def refusal(thing: object) -> RefusalInfo | None:
 def _refusal(thing: object) -> RefusalInfo | None:
     if isinstance(thing, LedgerError):
         answer = refusal_for(thing)
-        budget = None
-        if isinstance(thing, BudgetExceeded):
-            budget = RefusedBudget(thing.project, thing.month, thing.limit, thing.spent,
-                                   thing.held, thing.requested)
+        budget = refused_budget(thing) if isinstance(thing, BudgetExceeded) else None
         return RefusalInfo(answer.code, str(thing), budget, None)
     response = getattr(thing, "response", None)
     body = getattr(thing, "body", None)
@@ -210,11 +242,20 @@ def _error_object(body: object) -> Mapping[str, Any] | None:
     return body if "code" in body or "message" in body else None
 
 
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _budget(error: Mapping[str, Any]) -> RefusedBudget | None:
     try:
+        project, month = str(error["project"]), str(error["month"])
         return RefusedBudget(
-            str(error["project"]), str(error["month"]), Decimal(str(error["limit"])),
+            project, month, Decimal(str(error["limit"])),
             Decimal(str(error["spent"])), Decimal(str(error["held"])),
-            Decimal(str(error["worst_case"])))
+            Decimal(str(error["worst_case"])),
+            _optional_str(error.get("budget")) or f"{project} month",
+            _optional_str(error.get("period")) or "month",
+            _optional_str(error.get("window")) or month,
+            _optional_str(error.get("user")), _optional_str(error.get("tag")))
     except (KeyError, TypeError, InvalidOperation):
         return None

@@ -3,6 +3,10 @@ who pays, ask for stream usage, and note the credentials to keep out of what is 
 
 * **Which project:** the ``X-Ledger-Project`` request header if present (the transport removes
   it before forwarding), else the client's project.
+* **Which end user and tags:** :mod:`ledger.metering.attribution` (the client's, the
+  ``X-Ledger-User`` / ``X-Ledger-Tags`` headers, the body's user).
+* **A lowered cap** (``fit="shrink"``): :func:`shrink` rewrites the body to send with the cap
+  the hold could afford.
 * **Privacy:** :func:`secrets_of` finds the request's credentials; :func:`redact` blanks them
   out of any error text a server echoes them in, before an outcome is stored or spooled.
 """
@@ -16,25 +20,38 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..names import check_name, new_call_id
-from ..records import Outcome
+from ..records import Attribution, Outcome
 from ..redact import redact_text
-from ..shapes import CallRequest, Shape, body_to_forward, parse_request
+from ..shapes import (
+    CallRequest,
+    Shape,
+    body_to_forward,
+    body_user,
+    body_with_cap,
+    nonnegative_int,
+    parse_request,
+)
+from .attribution import NOTHING_ASKED, Asked, resolve
 from .meter import Meter
 
 __all__ = [
     "CALL_ID_HEADER",
     "PROJECT_HEADER",
     "PreparedCall",
+    "choices_of",
     "guess_shape",
     "prepare",
     "redact",
     "secrets_of",
+    "shrink",
 ]
 
 #: Request header that overrides the client's project for one call (removed before forwarding).
 PROJECT_HEADER = "x-ledger-project"
 #: Response header carrying the ledger's id of a metered call.
 CALL_ID_HEADER = "x-ledger-call-id"
+#: OpenAI's largest ``n`` (as ``ledger.estimate`` counts it).
+MAX_CHOICES = 128
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,14 @@ class PreparedCall:
     #: The request's credentials (see :func:`secrets_of`): blanked out of any error text a
     #: server echoes them in, before the outcome is stored or spooled.
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Who the call is for, besides its project (end user, tags).
+    attribution: Attribution = field(default_factory=Attribution)
+    #: How many completions the call asks for (OpenAI ``n``): the cap is per completion, the
+    #: hold's ``max_completion_tokens`` is for all of them.
+    choices: int = 1
+    #: The per-completion cap the body was sent with after ``fit="shrink"`` lowered it
+    #: (``x-ledger-max-tokens``), or ``None`` when it was not lowered.
+    shrunk_to: int | None = None
 
 
 #: Request headers whose values are credentials.
@@ -85,9 +110,19 @@ def redact(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
     return outcome if error == outcome.error else replace(outcome, error=error)
 
 
+def choices_of(request: CallRequest) -> int:
+    """How many completions a request asks for (``n``, OpenAI Chat and Completions), >= 1."""
+    if request.shape not in ("openai", "completions"):
+        return 1
+    n = nonnegative_int(request.body.get("n"))
+    return min(n, MAX_CHOICES) if n is not None and n > 1 else 1
+
+
 def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
-            call_id: str | None = None, secrets: tuple[str, ...] = ()) -> PreparedCall:
-    """Parse and estimate a request body; raises :class:`InvalidInput` if it cannot be metered.
+            call_id: str | None = None, secrets: tuple[str, ...] = (),
+            attribution: Attribution | None = None, asked: Asked = NOTHING_ASKED) -> PreparedCall:
+    """Parse and estimate a request body; raises :class:`InvalidInput` if it cannot be metered
+    (a bad ``X-Ledger-User`` / ``X-Ledger-Tags`` in ``asked``, or body user, included).
 
     CPU only (JSON and the tokenizer); the started time comes from the meter's clock.
     """
@@ -96,6 +131,7 @@ def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
     if request.model is None:
         raise InvalidInput(f'the {shape} request body has no "model" (a string)')
     check_name(request.model, "model")
+    who = resolve(attribution or Attribution(), asked, body_user(request))
     tokens = meter.estimator.estimate(request)
     cap = meter.default_max_tokens if tokens.capped_by_default and meter.send_default_cap else None
     forward_body, injected = body_to_forward(request, cap)
@@ -105,7 +141,23 @@ def prepare(meter: Meter, shape: Shape, project: str, body: bytes, *,
         max_completion_tokens=tokens.max_completion_tokens,
         capped_by_default=tokens.capped_by_default, started=meter.now(),
         forward_body=forward_body, drop_usage_chunk=injected, secrets=secrets,
+        attribution=who, choices=choices_of(request),
     )
+
+
+def shrink(prepared: PreparedCall, held_completion_tokens: int) -> PreparedCall:
+    """The call with its completion cap lowered to what its hold affords
+    (``held_completion_tokens``, for all its ``n`` completions): the body to send rewritten
+    (:func:`ledger.shapes.body_with_cap`). ``InvalidInput`` if it cannot be rewritten (the
+    caller then releases the hold: a call is never sent with more than was held)."""
+    per_choice = held_completion_tokens // prepared.choices
+    if per_choice < 1:
+        raise InvalidInput("the completion cap cannot be lowered below 1 token per choice")
+    body = body_with_cap(prepared.request, prepared.forward_body, per_choice)
+    if body is None:
+        raise InvalidInput("the request body's completion cap cannot be lowered")
+    return replace(prepared, forward_body=body, shrunk_to=per_choice,
+                   max_completion_tokens=per_choice * prepared.choices)
 
 
 def guess_shape(body: Mapping[str, Any]) -> Shape:

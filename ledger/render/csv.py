@@ -152,7 +152,9 @@ def usage(out: IO[str], rows: Iterable[UsageRow]) -> int:
             money_str(r.output_per_1k),
             None if r.cached_input_per_1k is None else money_str(r.cached_input_per_1k),
             money_str(r.cost), r.http_status, None if r.error is None else safe_text(r.error),
-            None if r.call_id is None else safe_text(r.call_id), r.reasoning_tokens))
+            None if r.call_id is None else safe_text(r.call_id), r.reasoning_tokens,
+            None if r.user is None else safe_text(r.user),
+            None if r.tags is None else safe_text(r.tags)))
         count += 1
     return count
 

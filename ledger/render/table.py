@@ -221,16 +221,22 @@ def usage(rows: Iterable[UsageRow]) -> RenderableType:
     names fold, one precision for the cost column, a totals row; no calls says so."""
     shown = list(rows)
     costs = money_column([*(r.cost for r in shown), sum((r.cost for r in shown), Decimal(0))])
-    body = [[t(r.at.strftime("%Y-%m-%d %H:%M:%S")), t(r.project), t(r.model),
+    # The end user and tags columns appear when some call carries them (a ledger without
+    # attribution lists its calls as before).
+    users = any(r.user is not None for r in shown)
+    tags = any(r.tags is not None for r in shown)
+    who = [Col("User")] * users + [Col("Tags")] * tags
+    body = [[t(r.at.strftime("%Y-%m-%d %H:%M:%S")), t(r.project),
+             *([t(r.user or "")] * users), *([t(r.tags or "")] * tags), t(r.model),
              t(r.status + (" (estimated)" if r.estimated else "")), num(r.prompt_tokens),
              num(r.completion_tokens), costs[i], t((r.error or "")[:60])]
             for i, r in enumerate(shown)]
-    cols = [Col("At (UTC)", min=10), Col("Project"), Col("Model"), Col("Status", min=6),
+    cols = [Col("At (UTC)", min=10), Col("Project"), *who, Col("Model"), Col("Status", min=6),
             Col("In", right=True, keep=True), Col("Out", right=True, keep=True),
             Col("Cost", right=True, keep=True), Col("Error")]
     calls = f"{len(shown):,} call" + ("" if len(shown) == 1 else "s")
-    footer = [Text("Total", style="bold"), t(calls), Text(""), Text(""),
-              num(sum(r.prompt_tokens for r in shown)),
+    footer = [Text("Total", style="bold"), t(calls), *(Text("") for _ in who), Text(""),
+              Text(""), num(sum(r.prompt_tokens for r in shown)),
               num(sum(r.completion_tokens for r in shown)), costs[-1], Text("")]
     return Fitted(cols, body, footer=footer, empty="No calls recorded match these filters.")
 

@@ -95,6 +95,8 @@ __all__ = [
     "Shape",
     "StreamEvent",
     "Usage",
+    "body_user",
+    "body_with_cap",
     "parse_request",
     "read_stream_event",
     "text_from_body",
@@ -202,8 +204,48 @@ def body_to_forward(req: CallRequest, default_cap: int | None) -> tuple[bytes | 
                                               default_cap=default_cap)
 
 
+def body_user(req: CallRequest) -> str | None:
+    """The end user the body names (OpenAI-family ``user``, Anthropic ``metadata.user_id``),
+    or ``None`` when absent or not a string (a body's other fields are not the ledger's to
+    reject). The string is returned as it is: the caller validates it as a name."""
+    try:
+        value = _module(req.shape).body_user(req.body)
+    except Exception:  # a hand-built mapping with odd types: no user
+        return None
+    return value if isinstance(value, str) else None
+
+
+def body_with_cap(req: CallRequest, forward_body: bytes | None, cap: int) -> bytes | None:
+    """The body to send with its completion cap lowered to ``cap`` (``fit="shrink"``):
+    ``forward_body`` (the body the ledger already rewrote) or else the caller's, with every
+    cap field it sets (non-null) given ``cap``, or, when it sets none, the shape's own field
+    (``max_tokens``; Responses: ``max_output_tokens``). ``None`` when the shape has no cap
+    (embeddings) or the body cannot be rewritten."""
+    fields = _module(req.shape).CAP_FIELDS
+    if not fields:
+        return None
+    obj = dict(req.body) if forward_body is None else load_object(forward_body)
+    if obj is None:
+        return None
+    present = [key for key in fields if obj.get(key) is not None]
+    for key in fields:
+        if key in obj and obj[key] is None:
+            del obj[key]  # a null cap is no cap: the one set below is the only one
+    for key in present or [fields[-1]]:
+        obj[key] = cap
+    try:
+        return dump_json(obj)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 class _ShapeModule(Protocol):
     """What each shape module provides (``ledger.shapes.openai``, ``ledger.shapes.anthropic``)."""
+
+    #: The request's completion cap fields (read first first); empty: no completion.
+    CAP_FIELDS: tuple[str, ...]
+
+    def body_user(self, body: Mapping[str, Any]) -> object: ...
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None: ...
 

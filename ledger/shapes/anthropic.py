@@ -40,6 +40,16 @@ _DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking",
                "input_json_delta": "partial_json"}
 
 
+CAP_FIELDS: tuple[str, ...] = ("max_tokens",)
+
+
+def body_user(body: Mapping[str, Any]) -> object:
+    """The end user the body names: ``metadata.user_id`` (``None`` when ``metadata`` is not
+    an object; whatever ``user_id`` holds otherwise: the caller checks it)."""
+    metadata = body.get("metadata")
+    return metadata.get("user_id") if isinstance(metadata, Mapping) else None
+
+
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_tokens``."""
     return cap_field(body, "max_tokens")

@@ -23,6 +23,8 @@ usage_fields = chat.usage_fields
 usage_from_fields = chat.usage_from_fields
 usage_from_object = chat.usage_from_object
 body_to_forward = chat.body_to_forward
+body_user = chat.body_user
+CAP_FIELDS: tuple[str, ...] = ("max_tokens",)
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:

@@ -12,6 +12,14 @@ from typing import Any
 
 from .common import NOTHING, BadCount, StreamEvent, Usage, make_usage, token_field
 
+#: No completion, so no cap to lower.
+CAP_FIELDS: tuple[str, ...] = ()
+
+
+def body_user(body: Mapping[str, Any]) -> object:
+    """The end user the body names: ``user`` (whatever it holds; the caller checks it)."""
+    return body.get("user")
+
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """Embeddings have no completion: the cap is 0."""

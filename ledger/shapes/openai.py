@@ -45,6 +45,15 @@ CHOICE = "choices."
 MAX_CHOICE_INDEX = 128  # OpenAI's largest ``n``
 
 
+#: The completion cap fields, in reading order; a cap the ledger adds goes in the last.
+CAP_FIELDS: tuple[str, ...] = ("max_completion_tokens", "max_tokens")
+
+
+def body_user(body: Mapping[str, Any]) -> object:
+    """The end user the body names: ``user`` (whatever it holds; the caller checks it)."""
+    return body.get("user")
+
+
 def max_tokens(body: Mapping[str, Any]) -> int | None:
     """The completion cap: ``max_completion_tokens`` if given, else ``max_tokens``."""
     newer = cap_field(body, "max_completion_tokens")

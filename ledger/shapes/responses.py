@@ -37,6 +37,12 @@ CACHED = "cached_tokens"
 REASONING = "reasoning_tokens"
 TOTAL = "total_tokens"
 CAP = "max_output_tokens"
+CAP_FIELDS: tuple[str, ...] = (CAP,)
+
+
+def body_user(body: Mapping[str, Any]) -> object:
+    """The end user the body names: ``user`` (whatever it holds; the caller checks it)."""
+    return body.get("user")
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
