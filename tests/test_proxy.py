@@ -233,6 +233,33 @@ class TestKeys:
         assert "x-ledger-project" not in sim.requests[-1].headers
         assert project_events(book, "theirs") == [] and len(wait_for_events(book, "mine", 1)) == 1
 
+    def test_the_key_decides_user_and_tags_and_headers_only_add(
+            self, book: Ledger, proxy: Proxy, sim: RunAPISimulator) -> None:
+        """A key's user and tags go on its calls; request tags add; a header contradicting
+        the key is a 400 sent nowhere; a key without a user takes the header's or the body's."""
+        keyed = new_key(book, "attr", user="alice", tags=["feature=search"])
+        url = proxy.openai_base_url + "/chat/completions"
+        body = {"model": "kimi-k2.5", "messages": MESSAGES}
+        ok = httpx.post(url, json=body, headers={"authorization": f"Bearer {keyed}",
+                                                 "x-ledger-tags": "env=prod"})
+        assert ok.status_code == 200
+        for bad in ({"x-ledger-user": "mallory"}, {"x-ledger-tags": "feature=other"}):
+            refused = httpx.post(url, json=body,
+                                 headers={"authorization": f"Bearer {keyed}", **bad})
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "ledger_invalid_request"
+        bare = new_key(book, "attr")
+        httpx.post(url, json=body, headers={"authorization": f"Bearer {bare}",
+                                            "x-ledger-user": "bob"}).raise_for_status()
+        httpx.post(url, json={**body, "user": "carol"},
+                   headers={"authorization": f"Bearer {bare}"}).raise_for_status()
+        assert sim.request_count == 3
+        assert all(not h.startswith("x-ledger") for r in sim.requests for h in r.headers)
+        found = wait_for_events(book, "attr", 3)
+        assert [(e["user"], e["tags"]) for e in found] == [
+            ("alice", ",env=prod,feature=search,"), ("bob", None), ("carol", None)]
+        assert book.spend("attr", user="alice") == cost(25)
+
     def test_key_cli_shows_the_key_once_and_stores_only_its_hash(self, db_url: str,
                                                                  book: Ledger) -> None:
         """`ledger key create` prints lk_<id>_<secret>; the table has the id and a SHA-256."""

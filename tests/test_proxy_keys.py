@@ -57,17 +57,20 @@ def test_tags_and_users_are_validated_as_every_attribution(book: Ledger) -> None
 
 
 def test_the_key_decides_and_headers_only_add(book: Ledger) -> None:
-    """The key's user wins; request tags are added, the key's value winning on a clash."""
+    """Headers add a user to a key without one and add tags; contradicting the key's user or
+    one of its tags is refused, as the library refuses it for a client."""
     keyed = create_key(book.store, book.now(), "acme", user="alice",
                        tags=["feature=search", "env=prod"]).row
-    who = attribution_for(keyed, {"x-ledger-user": "mallory",
-                                  "x-ledger-tags": "env=dev,team=web"})
+    who = attribution_for(keyed, ["alice"], ["team=web", "env=prod"])
     assert who.user == "alice" and who.tags_text == "env=prod,feature=search,team=web"
+    for users, tags in ((["mallory"], []), ([], ["env=dev"])):
+        with pytest.raises(InvalidInput):
+            attribution_for(keyed, users, tags)
     bare = create_key(book.store, book.now(), "acme").row
-    assert attribution_for(bare, {"x-ledger-user": "bob"}).user == "bob"
-    assert attribution_for(bare, {}).user is None
+    assert attribution_for(bare, ["bob"], []).user == "bob"
+    assert attribution_for(bare, [], []).user is None
     with pytest.raises(InvalidInput):
-        attribution_for(bare, {"x-ledger-tags": "broken"})
+        attribution_for(bare, [], ["broken"])
 
 
 def test_forwarded_headers_swap_the_client_key_for_the_upstream_one(book: Ledger) -> None:
@@ -78,6 +81,10 @@ def test_forwarded_headers_swap_the_client_key_for_the_upstream_one(book: Ledger
                                 ("Content-Type", "application/json")], row, "sk-up"))
     assert out == {"Content-Type": "application/json", "authorization": "Bearer sk-up",
                    "x-ledger-project": "acme"}
+    tagged = create_key(book.store, book.now(), "acme", user="al", tags=["k=v"]).row
+    named = dict(forward_headers([("X-Ledger-User", "someone")], tagged, "sk-up"))
+    assert named["x-ledger-user"] == "al" and named["x-ledger-tags"] == "k=v"
+    assert "X-Ledger-User" not in named
     anthropic_style = dict(forward_headers([("x-api-key", "lk_x")], row, "sk-up"))
     assert anthropic_style == {"x-api-key": "sk-up", "x-ledger-project": "acme"}
 

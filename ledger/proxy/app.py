@@ -39,12 +39,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from ..errors import InvalidInput, ProjectNotAllowed
+from ..metering.attribution import TAGS_HEADER, USER_HEADER
 from ..metering.refusal import refusal_for
 from ..metering.request import PROJECT_HEADER
+from ..records import Attribution
 from ..shapes import Shape
 from . import dashboard
 from .auth import UNAUTHORIZED, KeyChecker, api_error, error_shape, presented_key
-from .forward import forward_headers, metered_client
+from .forward import attribution_for, forward_headers, metered_client
 from .metrics import CONTENT_TYPE_LATEST, Metrics, ObservedStore
 from .stream import UpstreamResponse
 
@@ -161,20 +163,24 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
         key = await anyio.to_thread.run_sync(checker.check, presented_key(request.headers))
         if key is None:
             return unauthorized(shape)
-        for named in request.headers.getlist(PROJECT_HEADER):
-            if named != key.project:
-                refusal = refusal_for(ProjectNotAllowed(named, key.project))
-                return refuse(shape, refusal.status, refusal.type, refusal.code,
-                              refusal.message)
+        try:
+            for named in request.headers.getlist(PROJECT_HEADER):
+                if named != key.project:
+                    raise ProjectNotAllowed(named, key.project)
+            who = attribution_for(key, request.headers.getlist(USER_HEADER),
+                                  request.headers.getlist(TAGS_HEADER))
+        except (ProjectNotAllowed, InvalidInput) as exc:
+            refusal = refusal_for(exc)
+            return refuse(shape, refusal.status, refusal.type, refusal.code, refusal.message)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
                 return too_large(shape)
-        return await forward(request, key, bytes(body), shape, start)
+        return await forward(request, key, who, bytes(body), shape, start)
 
-    async def forward(request: Request, key: KeyRow, body: bytes, shape: Shape,
-                      start: float) -> Response:
+    async def forward(request: Request, key: KeyRow, who: Attribution, body: bytes,
+                      shape: Shape, start: float) -> Response:
         client = holder["client"]
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         target = raw_path.decode("latin-1")
@@ -183,7 +189,7 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
             target += "?" + query.decode("latin-1")
         headers = forward_headers(
             ((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
-            key, settings.upstream_key)
+            key, settings.upstream_key, who)
         outgoing = client.build_request(request.method, target, headers=headers, content=body)
         metrics.in_flight.inc()
         try:

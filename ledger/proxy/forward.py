@@ -8,11 +8,12 @@ the proxy is estimated, held, refused, settled and spooled exactly as one made w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
 
+from ..metering.attribution import TAGS_HEADER, USER_HEADER, Asked, resolve
 from ..metering.meter import Meter
 from ..metering.request import PROJECT_HEADER
 from ..records import Attribution
@@ -28,11 +29,11 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 #: The client's own: its credentials (its ``lk_`` key), its dashboard cookie, the host it
 #: called, and the length (the HTTP client sets it from the body it sends).
 CLIENT_ONLY = frozenset({"authorization", "x-api-key", "api-key", "cookie", "host",
-                         "content-length", PROJECT_HEADER})
+                         "content-length", PROJECT_HEADER, USER_HEADER, TAGS_HEADER})
 
 
-def forward_headers(headers: Iterable[tuple[str, str]], key: KeyRow,
-                    upstream_key: str) -> list[tuple[str, str]]:
+def forward_headers(headers: Iterable[tuple[str, str]], key: KeyRow, upstream_key: str,
+                    who: Attribution | None = None) -> list[tuple[str, str]]:
     """The headers to send upstream (see the module docs)."""
     out: list[tuple[str, str]] = []
     anthropic_style = False
@@ -48,27 +49,23 @@ def forward_headers(headers: Iterable[tuple[str, str]], key: KeyRow,
     else:
         out.append(("authorization", f"Bearer {upstream_key}"))
     out.append((PROJECT_HEADER, key.project))
-    # TODO(issue 13, coordinator): attribution. When branch `attribution` (helper B) lands,
-    # send the key's user and tags here as X-Ledger-User / X-Ledger-Tags (the transport reads
-    # and removes them): the key's user wins over the request's; request tags are added to
-    # the key's, the key's value winning for a key both give. Until then calls through the
-    # proxy are metered by project only.
+    # Who the call is for (attribution_for), handed to the metered transport the way any
+    # client names it per request; the transport removes these before sending upstream.
+    who = key.attribution if who is None else who
+    if who.user is not None:
+        out.append((USER_HEADER, who.user))
+    if who.tags_text is not None:
+        out.append((TAGS_HEADER, who.tags_text))
     return out
 
 
-USER_HEADER = "x-ledger-user"
-TAGS_HEADER = "x-ledger-tags"
-
-
-def attribution_for(key: KeyRow, headers: Mapping[str, str]) -> Attribution:
-    """Who the call is for: the key decides; the request may add. The key's end user wins
-    over the request's ``X-Ledger-User`` (which counts only for a key without one); the
-    request's ``X-Ledger-Tags`` are added to the key's, the key's value winning for a tag key
-    both give. ``InvalidInput`` for a malformed header (the caller gets 400)."""
-    own = key.attribution
-    asked = Attribution.of(headers.get(USER_HEADER) or None, headers.get(TAGS_HEADER) or None)
-    tags = {**dict(asked.tags), **dict(own.tags)}
-    return Attribution.of(own.user or asked.user, tags or None)
+def attribution_for(key: KeyRow, users: Sequence[str], tags: Sequence[str]) -> Attribution:
+    """Who the call is for: the key's end user and tags, to which the request's
+    ``X-Ledger-User`` (for a key made without a user) and ``X-Ledger-Tags`` may add, by the
+    library's own rules (:func:`ledger.metering.attribution.resolve`): a header naming another
+    user than the key's, or another value for one of its tags, raises ``InvalidInput`` (the
+    caller gets 400 and nothing is sent). The key's project is never changed."""
+    return resolve(key.attribution, Asked(tuple(users), tuple(tags)))
 
 
 def response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
