@@ -1,7 +1,7 @@
 """The reply, passed to the client as it arrives: :class:`UpstreamResponse`.
 
-The body bytes are the metered stream's (``aiter_raw``: no decoding, no re-chunking). A
-watcher waits for the client to go away meanwhile; when it does, the copy stops at once (not at
+The body bytes are the metered stream's (``aiter_raw``: no decoding, no re-chunking). For a
+stream, a watcher waits for the client to go away meanwhile; when it does, the copy stops at once (not at
 the next chunk), and in every case, end, error, disconnect or a shutdown that cancels the
 request, the upstream response is closed under a shield: closing the metered stream ends the
 upstream call and settles it (a call cut short is charged by estimate of what streamed, as
@@ -21,6 +21,13 @@ from starlette.types import Receive, Scope, Send
 from .forward import response_headers
 
 __all__ = ["UpstreamResponse"]
+
+
+def _is_stream(response: httpx.Response) -> bool:
+    """A reply that may take long (server-sent events, or no length given): watched for the
+    client going away. A JSON body with its length comes at once and is copied without."""
+    kind = response.headers.get("content-type", "")
+    return "text/event-stream" in kind or "content-length" not in response.headers
 
 
 class UpstreamResponse(Response):
@@ -43,6 +50,12 @@ class UpstreamResponse(Response):
         try:
             await send({"type": "http.response.start", "status": upstream.status_code,
                         "headers": response_headers(upstream)})
+            if not _is_stream(upstream):  # a whole JSON body: it comes at once
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             async with anyio.create_task_group() as tg:
                 async def watch() -> None:
                     while (await receive())["type"] != "http.disconnect":

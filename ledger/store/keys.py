@@ -6,14 +6,16 @@ dashboard, and the SHA-256 of its secret; never the secret itself, never the ups
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from ..records import Attribution
 from .ops import Store, _translate
+from .prepared import Prepared
 from .schema import from_micros, proxy_keys, to_micros
 
 __all__ = ["KeyRow", "get_key", "insert_key", "list_keys", "revoke_key", "touch_key"]
@@ -65,11 +67,32 @@ def insert_key(store: Store, key: KeyRow) -> None:
             created_at=to_micros(key.created_at), last_used_at=None, revoked_at=None))
 
 
+#: The per-request read, compiled once per engine (the proxy runs it on every request).
+_BY_ID: weakref.WeakKeyDictionary[Engine, Prepared] = weakref.WeakKeyDictionary()
+
+
 @_translate
 def get_key(store: Store, key_id: str) -> KeyRow | None:
-    """The key with this id (revoked or not), or None: one primary-key read."""
-    with store.read() as conn:
-        row = conn.execute(select(*_COLUMNS).where(proxy_keys.c.id == key_id)).first()
+    """The key with this id (revoked or not), or None: one primary-key read, as a prepared
+    statement on a pooled DBAPI connection (no SQLAlchemy statement building per call)."""
+    engine = store.engine
+    stmt = _BY_ID.get(engine)
+    if stmt is None:
+        stmt = _BY_ID[engine] = Prepared(
+            select(*_COLUMNS).where(proxy_keys.c.id == bindparam("id")), engine)
+    conn = engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        try:
+            row = stmt.run(cur, id=key_id).fetchone()
+        finally:
+            cur.close()
+        conn.rollback()  # PostgreSQL opened a transaction for the SELECT; SQLite: a no-op
+    except BaseException:
+        conn.invalidate()
+        raise
+    finally:
+        conn.close()
     return None if row is None else _row(row)
 
 
