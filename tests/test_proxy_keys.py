@@ -4,6 +4,7 @@ revoking, and who a call is for (the key decides; request headers may only add).
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,19 @@ def test_the_presented_key_and_the_error_shape() -> None:
     assert presented_key({"authorization": "Basic abc"}) is None
     assert error_shape("/v1/messages") == "anthropic"
     assert error_shape("/v1/chat/completions") == "openai"
+
+
+def test_readyz_says_when_the_ledger_cannot_be_reached(tmp_path: Path) -> None:
+    """/healthz stays 200 while /readyz answers 503 for a ledger whose database is down."""
+    from starlette.testclient import TestClient
+
+    from ledger.proxy.app import ProxySettings, create_app
+
+    down = Ledger("postgresql+psycopg://postgres@127.0.0.1:1/none", migrate=False,
+                  spool_path=tmp_path / "spool")
+    app = create_app(down, ProxySettings(upstream="http://127.0.0.1:1", upstream_key="sk-x"))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+    down.close()
