@@ -10,12 +10,13 @@ is recorded, never dropped — so ``settled`` alone may exceed the limit by actu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from .clock import period_windows, window_bounds, window_of
+from .clock import window_end, window_of
 from .money import from_units, money_context, to_units
 from .records import Attribution, Budget, BudgetWindow
 
@@ -102,13 +103,17 @@ class Match:
     key: CounterKey
     #: The end user whose window it is (the call's user for ``"*"`` and named budgets).
     user: str | None
+    #: The budget's limit in units.
+    limit_units: int
 
     def window(self, settled: int, held: int) -> BudgetWindow:
         return BudgetWindow(self.budget, self.user, self.key[2], settled, held)
 
-    @property
-    def limit_units(self) -> int:
-        return to_units(self.budget.limit, "limit")
+
+@functools.lru_cache(maxsize=1024)
+def limit_units(limit: Decimal) -> int:
+    """A budget's limit in units (a handful of distinct limits: converted once each)."""
+    return to_units(limit, "limit")
 
 
 def version_in_force(versions: Iterable[tuple[Budget, bool]], at: datetime,
@@ -118,8 +123,12 @@ def version_in_force(versions: Iterable[tuple[Budget, bool]], at: datetime,
     window keeps the limit it had; a budget set during a window applies to all of it).
     ``versions`` are (budget, removed) pairs; a removal in force means no budget."""
     newest: dict[tuple[str, str | None, str | None, str], tuple[Budget, bool]] = {}
+    ends: dict[str, datetime | None] = {}
     for budget, removed in versions:
-        _, end = window_bounds(budget.period, window_of(budget.period, at))
+        period = budget.period
+        if period not in ends:
+            ends[period] = window_end(period, at)
+        end = ends[period]
         cutoff = now if end is None or now < end else end - timedelta(microseconds=1)
         if budget.effective_from > cutoff:
             continue
@@ -134,7 +143,7 @@ def matching(in_force: Iterable[Budget], attribution: Attribution, at: datetime)
     the call's user's own or else the ``"*"`` one (per period), each of its tags'. Sorted by
     running-total key (the fixed order rows are locked in)."""
     user, tags = attribution.user, set(attribution.tag_texts)
-    windows = period_windows(at)
+    windows: dict[str, str] = {}
     own = {b.period for b in in_force if user is not None and b.user == user}
     out: dict[tuple[CounterKey, str | None, str | None], Match] = {}
     for b in in_force:
@@ -146,9 +155,13 @@ def matching(in_force: Iterable[Budget], attribution: Attribution, at: datetime)
                 continue
             if b.user == "*" and b.period in own:
                 continue  # the user's own budget replaces "*" for this period
-        key = (scope_of(b.user, b.tag, user), b.period, windows[b.period])
-        out[(key, b.user, b.tag)] = Match(b, key, user if b.user is not None else None)
-    return sorted(out.values(), key=lambda m: (m.key, m.budget.user or "", m.budget.tag or ""))
+        window = windows.get(b.period)
+        if window is None:
+            window = windows[b.period] = window_of(b.period, at)
+        key = (scope_of(b.user, b.tag, user), b.period, window)
+        out[(key, b.user, b.tag)] = Match(b, key, user if b.user is not None else None,
+                                          limit_units(b.limit))
+    return sorted(out.values(), key=lambda m: m.key)
 
 
 def fits_all(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, int]],

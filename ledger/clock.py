@@ -135,3 +135,22 @@ def period_windows(at: datetime) -> dict[str, str]:
     return {"day": when.strftime("%Y-%m-%d"),
             "week": (when - timedelta(days=when.weekday())).strftime("%Y-%m-%d"),
             "month": when.strftime("%Y-%m"), "total": "total"}
+
+
+def window_end(period: str, at: datetime) -> datetime | None:
+    """The first instant after the ``period`` window holding ``at`` (UTC; None for
+    ``total``): the same as ``window_bounds(period, window_of(period, at))[1]``, computed
+    without formatting and parsing (the hot path asks it for every budget of a call)."""
+    when = at.astimezone(UTC) if at.tzinfo is not UTC else at
+    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day + timedelta(days=1)
+    if period == "week":
+        return day + timedelta(days=7 - day.weekday())
+    if period == "month":
+        first = day.replace(day=1)
+        return first.replace(year=first.year + 1, month=1) if first.month == 12 \
+            else first.replace(month=first.month + 1)
+    if period == "total":
+        return None
+    raise InvalidInput(f"period must be one of day, week, month, total; got {period!r}")

@@ -262,6 +262,7 @@ class TestBodyUser:
 BAD_HEADERS: list[tuple[str, list[tuple[str, str | bytes]]]] = [
     ("control character", [("X-Ledger-User", b"al\x01ice")]),
     ("DEL", [("X-Ledger-User", b"alice\x7f")]),
+    ("line separator", [("X-Ledger-User", "a\u2028b".encode())]),
     ("empty user", [("X-Ledger-User", "")]),
     ("user twice", [("X-Ledger-User", "a"), ("X-Ledger-User", "b")]),
     ("user too long", [("X-Ledger-User", "u" * 201)]),
@@ -339,3 +340,40 @@ class TestResolve:
             == MAX_TAGS
         with pytest.raises(InvalidInput):
             client_attribution(None, {f"k{i}": "v" for i in range(MAX_TAGS + 1)})
+
+
+class TestKeptEverywhere:
+    def test_a_refused_call_is_recorded_with_its_attribution(
+            self, book: Ledger, ledger_events: Events) -> None:
+        """A call refused by a budget is recorded as refused, for its user and tags."""
+        from decimal import Decimal
+
+        book.set_budget("acme", Decimal("0.0001"))
+        upstream = Upstream()
+        with mock_client(book, upstream, tags={"feature": "search"}) as http:
+            response = http.post("/v1/chat/completions", json=CHAT,
+                                 headers={"X-Ledger-User": "alice"})
+        assert response.status_code == 402 and upstream.sent == []
+        event = only_event(book, ledger_events)
+        assert event["status"] == "refused" and who(event) == ("alice", ",feature=search,")
+
+    def test_spooled_usage_keeps_its_attribution(
+            self, sqlite_url: str, clock: Any, monkeypatch: pytest.MonkeyPatch,
+            ledger_events: Events) -> None:
+        """Failing open with the database down: the spooled call is attributed at replay."""
+        from ledger.errors import LedgerUnavailable
+
+        with Ledger(sqlite_url, clock=clock, fail_open=True) as book:
+            def down(*args: Any, **kwargs: Any) -> Any:
+                raise LedgerUnavailable("down")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(book.store, "hold", down)
+                patch.setattr(book.store, "settle", down)
+                with book.metered_call("acme", CHAT, user="alice",
+                                       tags={"feature": "search"}) as call:
+                    call.settle(prompt_tokens=10, completion_tokens=5)
+            entry = book.spool.entries()[0]
+            assert (entry["user"], entry["tags"]) == ("alice", {"feature": "search"})
+            assert book.replay() == 1
+            assert who(only_event(book, ledger_events)) == ("alice", ",feature=search,")

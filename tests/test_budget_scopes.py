@@ -290,6 +290,7 @@ class TestDatedLimits:
         assert book.budgets("acme") == []
         assert not book.store.has_budget("acme")
         book.set_budget("acme", Decimal("1"), period="day", user="*")  # again: recounted
+        assert book.store.has_budget("acme")                # require_budget counts any budget
         with pytest.raises(BudgetExceeded):
             hold(book, "acme", 1, 0, user="bob")
         assert_consistent(book)
@@ -309,6 +310,19 @@ class TestShrink:
         full = hold(book, "other", 10, 4096, min_completion=64)
         assert full.max_completion_tokens == 4096
         assert_consistent(book)
+
+    def test_a_shrunk_hold_asked_again_is_the_same_hold(self, book: Ledger) -> None:
+        """The same call id with the same ask returns the shrunk hold; a bigger prompt raises."""
+        book.set_budget("acme", Decimal("0.5"))
+        first = book.store.hold("c-1", "acme", M, 100, 4096, book.now(), book.hold_ttl,
+                                NOBODY, 64)
+        again = book.store.hold("c-1", "acme", M, 100, 4096, book.now(), book.hold_ttl,
+                                NOBODY, 64)
+        assert (again.amount_units, again.max_completion_tokens) == (
+            first.amount_units, first.max_completion_tokens) == (5 * 10**9, 400)
+        with pytest.raises(InvalidInput, match="c-1"):
+            book.store.hold("c-1", "acme", M, 101, 4096, book.now(), book.hold_ttl, NOBODY, 64)
+        assert book.budget("acme").held == Decimal("0.5")
 
     def test_shrink_never_goes_below_the_minimum(self, book: Ledger) -> None:
         """When even min_completion_tokens does not fit, the call is refused."""
@@ -386,3 +400,61 @@ def test_nobody_is_the_default_attribution() -> None:
             Attribution.of(None, bad)
     with pytest.raises(InvalidInput):
         Attribution.of("*")
+
+
+def test_window_end_agrees_with_window_bounds() -> None:
+    """The hot path's window_end is the end window_bounds gives, across years and weeks."""
+    from ledger.clock import window_end
+
+    at = datetime(2025, 12, 28, 23, 59, 59, 999999, tzinfo=UTC)
+    for hours in range(0, 24 * 400, 7):
+        when = at + timedelta(hours=hours)
+        for period in ("day", "week", "month", "total"):
+            assert window_end(period, when) == window_bounds(period, window_of(period, when))[1]
+
+
+class TestConcurrency:
+    def test_threads_sharing_several_budgets_never_overspend_nor_deadlock(
+            self, book: Ledger) -> None:
+        """8 threads, overlapping budgets (month, day, "*" day, tag week): every hard window
+        stays within its limit, no error but refusals, and the books balance."""
+        import random
+        import threading
+
+        book.set_budget("acme", Decimal("3"))
+        book.set_budget("acme", Decimal("2"), period="day")
+        book.set_budget("acme", Decimal("0.3"), period="day", user="*")
+        book.set_budget("acme", Decimal("1"), period="week", tag="f=x")
+        errors: list[BaseException] = []
+        admitted: list[int] = []
+        barrier = threading.Barrier(8)
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            barrier.wait()
+            for _ in range(25):
+                user = rng.choice(["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", None])
+                tags = rng.choice([{"f": "x"}, {"f": "y"}, None])
+                try:
+                    h = hold(book, "acme", rng.randint(10, 60), rng.randint(0, 60), user=user,
+                             tags=tags)
+                except BudgetExceeded:
+                    continue
+                except BaseException as exc:  # deadlocks, "database is locked", anything
+                    errors.append(exc)
+                    continue
+                used = rng.randint(0, h.est_prompt_tokens)
+                book.store.settle(h.call_id, Outcome("ok", used, 0), book.now())
+                admitted.append(used)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert admitted
+        for w in book.budget_windows("acme"):
+            assert w.settled_units + w.held_units <= w.budget.limit * 10**10, w.label
+        assert book.spend("acme") == Decimal(sum(admitted)) / 1000
+        assert_consistent(book)

@@ -237,3 +237,19 @@ class TestSettings:
         """The settings reach what meters the calls."""
         with Ledger(sqlite_url, fit="shrink", min_completion_tokens=1) as book:
             assert (book.meter.fit, book.meter.min_completion_tokens) == ("shrink", 1)
+
+
+class TestShrinkAsync:
+    @pytest.mark.anyio
+    async def test_async_openai_call_shrunk(self, sqlite_url: str, clock: ManualClock,
+                                            sim: RunAPISimulator) -> None:
+        """The async path lowers the cap too (hold in a worker thread, then the body)."""
+        with Ledger(sqlite_url, clock=clock, fit="shrink") as book:
+            book.set_budget("acme", Decimal("0.01"))
+            client = openai.AsyncOpenAI(base_url=sim.openai_base_url, api_key="k",
+                                        http_client=book.async_httpx_client("acme"))
+            async with client:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=MODEL, messages=MESSAGES, max_tokens=5000)
+            cap = int(raw.headers["x-ledger-max-tokens"])
+            assert sim.api_requests[-1].json["max_tokens"] == cap and 64 <= cap < 500

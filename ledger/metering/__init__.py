@@ -6,7 +6,9 @@ client), in TigerBeetle's words: **hold → post | void | expire**. Read the mod
 order the data flows:
 
 1. ``meter``: what metering takes from the ledger (store, clock, estimator, spool, settings).
-2. ``request``: **prepare** (pure): parse, estimate, choose the project, ask for stream usage.
+2. ``request``: **prepare** (pure): parse, estimate, choose the project, ask for stream usage;
+   ``attribution`` (pure): who the call is for (end user, tags: the client's, the
+   ``X-Ledger-User`` / ``X-Ledger-Tags`` headers, the body's user).
 3. ``call``: :class:`Call`, the one object that owns a call: **hold** the worst case
    (refused → ``BudgetExceeded`` / ``UnknownModel``, answered by ``refusal``), **renew** it
    while a stream runs, then **settle** exactly once: **post** at the actual cost or **void**

@@ -1,6 +1,7 @@
 """Steps 2 and 4 of a metered call, the only I/O of metering: :class:`Call` **holds** the
 worst case (with ``fit="shrink"``, as much of the completion cap as fits, the body to send then
-lowered to it: :func:`~ledger.metering.request.shrink`), and **settles** once: it **posts** the hold at the actual cost, or **voids** it at
+lowered to it: :func:`~ledger.metering.request.shrink`), and **settles** once: it **posts** the
+hold at the actual cost, or **voids** it at
 zero (a hold nobody settles **expires** after its TTL; the store does that, see
 ``Store.expire``). It also **renews** the hold of a long stream so it never expires under it.
 

@@ -79,6 +79,10 @@ def reserve(tx: Tx, hot: HotStatements, project: str,
         values = {**_key_values(project, key), "amount": amount, "limit": limit}
         row = hot.reserve_counter.run(tx, **values).fetchone()
         if row is None:
+            # Refused, or no row yet: a primary-key read tells, so that a refusal never
+            # sums its window's events.
+            if hot.read_counter.run(tx, **_key_values(project, key)).fetchone() is not None:
+                return key, after
             stmt, ensure = ensure_statement(hot, project, key)
             stmt.run(tx, **ensure)
             row = hot.reserve_counter.run(tx, **values).fetchone()

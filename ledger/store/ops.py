@@ -262,15 +262,16 @@ class Store:
         largest completion cap of at least that many tokens that fits every hard budget
         (``Hold.max_completion_tokens``); if even that does not fit, BudgetExceeded.
 
-        Idempotent: holding an id whose hold is still pending, for the same project, model and
-        tokens, returns that hold unchanged; any other reuse of an id (a posted, voided or
+        Idempotent: holding an id whose hold is still pending, for the same project, model,
+        tokens and attribution, returns that hold unchanged (a hold shrunk to a cap of at least
+        ``min_completion_tokens`` counts as the same); any other reuse of an id (a posted, voided or
         expired hold, or another call's) raises ``InvalidInput``.
         """
         args = (call_id, project, model, prompt_tokens, now, ttl, attribution)
-        result = self._try_hold(*args, max_completion_tokens)
+        result = self._try_hold(*args, max_completion_tokens, min_completion_tokens)
         # Refused: holds of dead processes may be what blocks it. Expire them, retry.
         if isinstance(result, Refused) and self.expire(now, project=project):
-            result = self._try_hold(*args, max_completion_tokens)
+            result = self._try_hold(*args, max_completion_tokens, min_completion_tokens)
         if isinstance(result, Refused) and min_completion_tokens is not None:
             for _ in range(5):  # each try re-reads the totals: others hold meanwhile
                 cap = self._shrunk_cap(result, prompt_tokens, max_completion_tokens)
@@ -318,6 +319,7 @@ class Store:
     def _try_hold(
         self, call_id: str, project: str, model: str, prompt_tokens: int, now: datetime,
         ttl: timedelta, attribution: Attribution, max_completion_tokens: int,
+        shrink_min: int | None = None,
     ) -> Hold | Refused:
         """One try, in one transaction: read the budgets that match, insert the hold (priced
         in SQL, returning its amount), reserve it on each running total in key order.
@@ -346,7 +348,8 @@ class Store:
                 fault_point("hold:before-commit")
         if row is None:
             return self._try_hold_stepwise(call_id, project, model, prompt_tokens,
-                                           max_completion_tokens, now, ttl, attribution)
+                                           max_completion_tokens, now, ttl, attribution,
+                                           shrink_min)
         return Hold(call_id, project, month, model, amount, price, prompt_tokens, now,
                     now + ttl, attribution=attribution,
                     max_completion_tokens=max_completion_tokens,
@@ -355,6 +358,7 @@ class Store:
     def _try_hold_stepwise(
         self, call_id: str, project: str, model: str, prompt_tokens: int,
         max_completion_tokens: int, now: datetime, ttl: timedelta, attribution: Attribution,
+        shrink_min: int | None = None,
     ) -> Hold | Refused:
         """The step-by-step hold (unknown model, a repeated call id)."""
         month, hot = month_of(now), self.hot
@@ -375,9 +379,14 @@ class Store:
                 counters=counters.encode_keys(k for k, _ in limits))
             if cur.fetchone() is None:  # this call id already has a hold
                 found = _hold_from_row(hot.get_hold.run(cur, id=call_id).fetchone())
-                # The same call: same project, model, prompt, worst case and attribution.
-                same = (found.project, found.model, found.est_prompt_tokens, found.amount_units,
-                        found.attribution) == (project, model, prompt_tokens, amount, attribution)
+                # The same call: same project, model, prompt, attribution and worst case (or
+                # the same call shrunk to fit, asked again with the same minimum).
+                cap = found.max_completion_tokens
+                shrunk = (shrink_min is not None and cap is not None
+                          and shrink_min <= cap < max_completion_tokens)
+                same = (found.project, found.model, found.est_prompt_tokens,
+                        found.attribution) == (project, model, prompt_tokens, attribution) and (
+                    found.amount_units == amount or shrunk)
                 if found.state == "pending" and same:
                     return found  # the same hold asked for again: idempotent
                 # A dead hold (posted, voided, expired) or another call's: never returned as
@@ -641,13 +650,14 @@ def _limits(matches: list[Match], month: str) -> list[tuple[CounterKey, int]]:
 def _tightest(matches: list[Match], after: Mapping[CounterKey, tuple[int, int]]
               ) -> BudgetWindow | None:
     """The matching hard budget with the least remaining (after this hold)."""
-    best: BudgetWindow | None = None
+    best: Match | None = None
+    least = 0
     for m in matches:
         if m.budget.hard and m.key in after:
-            window = m.window(*after[m.key])
-            if best is None or window.remaining < best.remaining:
-                best = window
-    return best
+            left = m.limit_units - after[m.key][0] - after[m.key][1]
+            if best is None or left < least:
+                best, least = m, left
+    return None if best is None else best.window(*after[best.key])
 
 
 @dataclass
