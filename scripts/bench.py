@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks for runapi-ledger. Every figure in docs/BENCHMARKS.md comes from here.
 
-    python scripts/bench.py [--quick] [--only NAME ...] [--postgres URL] [NAME ...]
+    python scripts/bench.py [NAME ...] [--quick] [--only NAME ...] [--postgres URL]
 
 Sections (each prints one block; ratios are measured side by side in the same run):
   holds      hold + settle cycles per second, SQLite and PostgreSQL
@@ -11,6 +11,8 @@ Sections (each prints one block; ratios are measured side by side in the same ru
   budget-check  the budget check (hold + void; a month budget and a "*" daily budget per end
              user) at 1M events and 100K end users vs at 1K events; a call matching 4 budgets
              vs 1 (also: python scripts/bench.py budget-check)
+  proxy      `ledger serve`: latency added over a direct call to the same loopback upstream
+             (p50, p99), and throughput with 64 concurrent streaming clients
 """
 
 from __future__ import annotations
@@ -425,6 +427,108 @@ def bench_budget_check(args: argparse.Namespace) -> None:
     with fresh_pg(args.postgres) as url:
         if url:
             _budget_check_on("PostgreSQL", url, big, users)
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@section
+def bench_proxy(args: argparse.Namespace) -> None:
+    """`ledger serve` (one worker, SQLite) vs a direct call to the same loopback upstream."""
+    import asyncio
+
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ledger.proxy.keys import create_key
+    from tests.harness.proxy import running_proxy
+
+    n = 300 if args.quick else 2000
+    seconds = 3.0 if args.quick else 10.0
+    url = "/v1/chat/completions"
+    with tempfile.TemporaryDirectory() as d, simulator_process() as base_url:
+        with Ledger(f"sqlite:///{d}/p.db") as book:
+            book.set_budget("bench", Decimal("1000000"))
+            key = create_key(book.store, book.now(), "bench").key
+        with running_proxy(f"sqlite:///{d}/p.db", base_url, Path(d),
+                           args=["--no-access-log"]) as proxy:
+            direct = httpx.Client(base_url=base_url, headers={"authorization": "Bearer sk-x"})
+            proxied = httpx.Client(base_url=proxy.url, headers={"authorization": f"Bearer {key}"})
+            for client in (direct, proxied):  # warm up connections, statements, tokenizer
+                for _ in range(50):
+                    client.post(url, json=BODY).raise_for_status()
+            bare: list[float] = []
+            through: list[float] = []
+            cpu_before = _cpu_seconds(proxy.proc.pid)
+            for _ in range(n):  # interleaved pairs: both see the same machine at once
+                t0 = time.perf_counter()
+                direct.post(url, json=BODY).raise_for_status()
+                t1 = time.perf_counter()
+                proxied.post(url, json=BODY).raise_for_status()
+                t2 = time.perf_counter()
+                bare.append(t1 - t0)
+                through.append(t2 - t1)
+            cpu = (_cpu_seconds(proxy.proc.pid) - cpu_before) / n
+            added = [b - a for a, b in zip(bare, through, strict=True)]
+            print(f"  non-stream, {n} interleaved pairs: direct p50 {_pct(bare, .5) * 1e3:.2f} ms"
+                  f" p99 {_pct(bare, .99) * 1e3:.2f} ms; through the proxy p50 "
+                  f"{_pct(through, .5) * 1e3:.2f} ms p99 {_pct(through, .99) * 1e3:.2f} ms")
+            print(f"  added by the proxy: p50 {_pct(added, .5) * 1e3:.2f} ms, "
+                  f"p99 {_pct(added, .99) * 1e3:.2f} ms; the proxy process's CPU per call "
+                  f"{cpu * 1e3:.2f} ms (less sensitive to a busy machine than wall time)")
+            direct.close()
+            proxied.close()
+            # The share of the library's own metering (hold + settle + estimate) in that: the
+            # same calls metered in-process by the transport the proxy uses, no proxy hop.
+            with Ledger(f"sqlite:///{d}/p.db") as book:
+                bare_client = httpx.Client(base_url=base_url)
+                metered = book.httpx_client("bench", base_url=base_url)
+                for client in (bare_client, metered):
+                    for _ in range(50):
+                        client.post(url, json=BODY).raise_for_status()
+                library: list[float] = []
+                for _ in range(n // 2):
+                    t0 = time.perf_counter()
+                    bare_client.post(url, json=BODY).raise_for_status()
+                    t1 = time.perf_counter()
+                    metered.post(url, json=BODY).raise_for_status()
+                    library.append((time.perf_counter() - t1) - (t1 - t0))
+                bare_client.close()
+                metered.close()
+            print(f"  of which the library's metering (the same call through MeteredTransport "
+                  f"in-process, no proxy): p50 {_pct(library, .5) * 1e3:.2f} ms")
+
+            async def streams(base: str, auth: str, clients: int = 64) -> float:
+                body = {**BODY, "stream": True}
+                done = 0
+                limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+                async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60,
+                                             headers={"authorization": auth}) as client:
+                    stop = time.perf_counter() + seconds
+
+                    async def one() -> None:
+                        nonlocal done
+                        while time.perf_counter() < stop:
+                            async with client.stream("POST", url, json=body) as reply:
+                                async for _chunk in reply.aiter_raw():
+                                    pass
+                            done += 1
+
+                    start = time.perf_counter()
+                    await asyncio.gather(*(one() for _ in range(clients)))
+                    return done / (time.perf_counter() - start)
+
+            rate_direct = asyncio.run(streams(base_url, "Bearer sk-x"))
+            rate_proxy = asyncio.run(streams(proxy.url, f"Bearer {key}"))
+            print(f"  64 concurrent streaming clients, {seconds:.0f} s each: direct "
+                  f"{rate_direct:,.0f} streams/s; through one proxy process {rate_proxy:,.0f} "
+                  f"streams/s (every one held, settled and written to SQLite)")
 
 
 def main() -> None:

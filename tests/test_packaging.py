@@ -91,8 +91,23 @@ class TestTheWheelShipsTheLibraryOnly:
         assert sorted(sources - names) == []
         assert sorted(migrations - names) == []
 
+    def test_the_proxy_dashboard_assets_ship(self, wheel: zipfile.ZipFile) -> None:
+        """Issue 13: the dashboard's HTML, CSS and JS are served from the installed package."""
+        names = set(wheel.namelist())
+        assets = {"ledger/proxy/static/" + p.name
+                  for p in (ROOT / "ledger" / "proxy" / "static").iterdir()}
+        assert len(assets) >= 4 and sorted(assets - names) == []
+
 
 class TestTheWheelsRequirements:
+    def test_the_proxy_stack_is_the_proxy_extra(self, wheel: zipfile.ZipFile) -> None:
+        """Issue 13: starlette, uvicorn and prometheus_client come with [proxy], not always."""
+        requires = _requires(wheel)
+        for name in ("starlette", "uvicorn", "prometheus_client"):
+            found = [m for r, m in requires if re.match(rf"{name}\b", r, re.IGNORECASE)]
+            assert any(re.search(r"""extra\s*==\s*["']proxy["']""", m) for m in found), name
+            assert all(m for m in found), f"{name} must not be an install requirement"
+
     def test_hypothesis_is_not_required_by_an_ordinary_install(
             self, wheel: zipfile.ZipFile) -> None:
         """Issue 8 item 1: hypothesis is a dev extra only, never an install requirement."""

@@ -20,8 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "ledger"
 #: Modules allowed to import ``ledger.core``: the package's front, the entry point, the
-#: command line and the testing helpers (they are above the façade).
-MAY_IMPORT_CORE = ("ledger", "ledger.__main__", "ledger.cli", "ledger.testing")
+#: command line, the metering proxy and the testing helpers (they are above the façade).
+MAY_IMPORT_CORE = ("ledger", "ledger.__main__", "ledger.cli", "ledger.proxy", "ledger.testing")
 
 
 def module_name(path: Path) -> str:

@@ -194,13 +194,15 @@ def _register() -> None:
     from .db import db
     from .estimate import estimate
     from .invoice import invoice
+    from .key import key
     from .parties import customer, issuer
     from .price import price
     from .replay import replay
+    from .serve import serve
     from .usage import usage
 
     for command in (db, price, budget, alerts, estimate, usage, invoice, issuer, customer,
-                    replay):
+                    replay, key, serve):
         main.add_command(command)
 
 

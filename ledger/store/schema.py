@@ -33,6 +33,9 @@ indexes and sums them exactly.
 * ``alert_deliveries`` — which alert reached which webhook target (``ledger alerts deliver``):
   one row per (target, alert id), claimed by one worker at a time (``claimed_by`` until
   ``claimed_until``), ``delivered_at`` set on the first 2xx and never cleared.
+* ``proxy_keys`` — the metering proxy's client keys (``ledger serve``): the key's id, who it bills
+  (project, user, tags), whether it may see the dashboard, and a SHA-256 of its secret, never
+  the secret itself.
 """
 
 from __future__ import annotations
@@ -285,4 +288,19 @@ alert_deliveries = Table(
     Column("last_attempt_at", BigInteger, nullable=True),
     Column("claimed_by", String(200), nullable=True),    # the worker delivering it now
     Column("claimed_until", BigInteger, nullable=True),  # its claim lapses then
+)
+
+proxy_keys = Table(
+    "proxy_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=True),
+    Column("project", String(200), nullable=False),
+    Column("user", String(200), nullable=True),
+    Column("tags", Text, nullable=True),  # "k=v,k2=v2", sorted by key; NULL when none
+    Column("admin", Boolean, nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
 )
