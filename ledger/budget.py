@@ -193,7 +193,12 @@ def shrink_cap(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, 
 
 
 def crossed(match: Match, before: int, after: int) -> list[int]:
-    """The thresholds of ``match``'s budget that settled usage going from ``before`` to
-    ``after`` crosses (``before < t% of limit <= after``)."""
+    """The thresholds of ``match``'s budget that a window's settled usage, going from
+    ``before`` to ``after``, has reached (``t% of limit <= after``), whether this usage crossed
+    them or the window was already past them: a limit lowered under what a window had spent
+    still alerts on its next usage. The alerts' unique key keeps each to one, ever, so a
+    threshold reached before is a no-op insert, not a second alert. ``before`` is kept for
+    callers that log the step."""
+    del before
     limit = match.limit_units
-    return [t for t in match.budget.alerts if before * 100 < t * limit <= after * 100]
+    return [t for t in match.budget.alerts if t * limit <= after * 100]
