@@ -68,7 +68,7 @@ def stored(book: Ledger, items: list[FakeAlert]) -> Any:
                 budget_tag=a.tag or f"n={a.id}",
                 period=a.period, window=a.window, user=a.user or "", threshold=a.threshold,
                 spent_units=int(a.spent * 10**10), limit_units=int(a.limit * 10**10),
-                at=to_micros(a.at)).on_conflict_do_nothing(index_elements=["id"]))
+                at=to_micros(a.at)).on_conflict_do_nothing())
     return lambda since: book.alerts(since_id=since)
 
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -246,3 +247,40 @@ def test_calls_sharing_several_budgets_never_deadlock_on_postgres(pg_database: s
         assert book.store.check_totals() == []
     provoke_one_deadlock(pg_database)  # the counter read above can see a deadlock at all
     assert deadlocks_counted(pg_database, at_least=1) == 1
+
+
+class TestARunningTotalCreatedUnderAHold:
+    @pytest.mark.parametrize("budget", [Decimal("10"), None], ids=["hard", "none"])
+    def test_a_row_committed_between_two_statements_is_reserved_on(
+            self, pg_url: str, budget: Decimal | None) -> None:
+        """PostgreSQL: another process commits a window's first running total between this
+        hold's UPDATE (no row yet) and its read (the row): the hold reserves on that row, it is
+        not refused (found by the soak as a false 64-bit overflow and a soft budget refusing)."""
+        clock = ManualClock(AT)
+        mine, other = Ledger(pg_url, clock=clock), Ledger(pg_url, clock=clock)
+        try:
+            project = project_name()
+            if budget is not None:
+                mine.set_budget(project, budget)
+                clock.advance(timedelta(days=40))  # a window whose running total is new
+            hot = mine.store.hot
+            real = hot.read_counter
+            interleaved: list[str] = []
+
+            class CommitFirst:
+                """The first read of a running total lets the other ledger's hold in first."""
+
+                def run(self, tx: object, **values: object) -> object:
+                    if not interleaved:
+                        interleaved.append(other.hold(project, "kimi-k2.5", 100, 100).call_id)
+                    return real.run(tx, **values)
+
+            hot.read_counter = CommitFirst()  # type: ignore[assignment]
+            held = mine.hold(project, "kimi-k2.5", 100, 100)
+            hot.read_counter = real
+            assert interleaved, "the interleaving did not happen"
+            state = mine.store.state(project, held.month)
+            assert state.held_units == 2 * held.amount_units
+        finally:
+            mine.close()
+            other.close()

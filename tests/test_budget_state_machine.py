@@ -73,7 +73,7 @@ class TwoPhaseBudget(RuleBasedStateMachine):
         settled = self.settled.get(month, 0)
         fits = settled + self._held(month) + amount <= self.limit
         if not fits:
-            self._expire(month)  # the store expires dead holds before refusing
+            self._expire()  # the store expires the project's dead holds (any window) first
             fits = settled + self._held(month) + amount <= self.limit
         try:
             self.book.hold("p", "kimi-k2.5", prompt, max_completion, call_id=call_id)

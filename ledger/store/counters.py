@@ -30,6 +30,11 @@ from .prepared import ALL_TIME, HotStatements, Prepared, Tx
 from .schema import to_micros
 
 
+#: How many times a reservation is retried when the running total changes under it (each
+#: retry needs another transaction's commit between two statements of this one).
+RESERVE_TRIES = 20
+
+
 def project_month(month: str) -> CounterKey:
     """The project's month: the running total every project with activity has."""
     return (PROJECT_SCOPE, "month", month)
@@ -78,16 +83,22 @@ def reserve(tx: Tx, hot: HotStatements, project: str,
     for key, limit in limits:
         values = {**_key_values(project, key), "amount": amount, "limit": limit}
         row = hot.reserve_counter.run(tx, **values).fetchone()
-        if row is None:
-            # Refused, or no row yet: a primary-key read tells, so that a refusal never
-            # sums its window's events.
-            if hot.read_counter.run(tx, **_key_values(project, key)).fetchone() is not None:
+        for _ in range(RESERVE_TRIES):
+            if row is not None:
+                break
+            # Refused, or no row yet: a primary-key read tells, so that a refusal never sums
+            # its window's events. On PostgreSQL another transaction may have committed the
+            # row between the two statements: a row the read finds, with room for the
+            # amount, is that one, and the reservation is tried on it again.
+            current = hot.read_counter.run(tx, **_key_values(project, key)).fetchone()
+            if current is None:
+                stmt, ensure = ensure_statement(hot, project, key)
+                stmt.run(tx, **ensure)
+            elif int(current[0]) + int(current[1]) + amount > limit:
                 return key, after
-            stmt, ensure = ensure_statement(hot, project, key)
-            stmt.run(tx, **ensure)
             row = hot.reserve_counter.run(tx, **values).fetchone()
-            if row is None:
-                return key, after
+        if row is None:
+            return key, after
         after[key] = (int(row[0]), int(row[1]))
     return None, after
 

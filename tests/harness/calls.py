@@ -44,6 +44,8 @@ def _start_seen(response: Any, tag: str) -> Seen:
 
 def _finish_seen(seen: Seen, shape: Shape, stream: bool, parts: list[bytes],
                  oracle: StreamOracle | None) -> None:
+    if seen.refused is not None:
+        seen.refusal_body = b"".join(parts)[:500].decode("utf-8", "replace")
     if seen.refused is not None or seen.status >= 400:
         return
     if oracle is not None:

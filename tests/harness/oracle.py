@@ -41,6 +41,8 @@ class Seen:
     exception: str | None = None
     latency: float = 0.0
     tag: str = ""
+    #: The start of the body of a response the ledger answered itself (why it refused).
+    refusal_body: str = ""
 
     @property
     def sent(self) -> bool:

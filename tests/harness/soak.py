@@ -217,7 +217,8 @@ def _check_soak(book: Ledger, figures: Figures, calls: list[_SoakCall], forwarde
             figures.refused += 1
             refused_seen[(call.project, call.month)] += 1
             if seen.refused != "budget_exceeded" or call.project != "soak-hard":
-                figures.problem(f"unexpected refusal {seen.refused} for {call.project!r}")
+                figures.problem(f"unexpected refusal {seen.refused} for {call.project!r}: "
+                                f"{seen.refusal_body}")
             continue
         figures.admitted += 1
         figures.failed += kind == "failed"
