@@ -18,13 +18,13 @@ from decimal import Decimal
 
 from .clock import window_end, window_of
 from .money import from_units, money_context, to_units
-from .records import Attribution, Budget, BudgetWindow
+from .records import Attribution, Budget, BudgetWindow, RunningTotals
 
 WARNING_RATIO = Decimal("0.8")
 
 
 @dataclass(frozen=True)
-class BudgetState:
+class BudgetState(RunningTotals):
     """A project's month: its limit (None: no budget), what is settled and what is held."""
 
     project: str
@@ -37,14 +37,6 @@ class BudgetState:
     @property
     def limit(self) -> Decimal | None:
         return None if self.limit_units is None else from_units(self.limit_units)
-
-    @property
-    def spent(self) -> Decimal:
-        return from_units(self.settled_units)
-
-    @property
-    def held(self) -> Decimal:
-        return from_units(self.held_units)
 
     @property
     def remaining(self) -> Decimal | None:

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from .errors import InvalidInput
 from .money import from_units, money_context
-from .names import check_name
+from .names import MAX_NAME, check_name
 from .pricing import Price
 
 __all__ = [
@@ -38,17 +38,12 @@ __all__ = [
 PERIODS = ("day", "week", "month", "total")
 #: Alert thresholds of a budget, in percent of its limit, unless it says otherwise.
 DEFAULT_ALERTS = (80, 100)
-MAX_TAG = 200
+MAX_TAG = MAX_NAME
 WARNING_PERCENT = 80
 
 
 def _check_tag_part(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"tag {what} must be a str, not {type(value).__name__}")
-    if not value or not value.strip():
-        raise InvalidInput(f"tag {what} must not be empty")
-    if len(value) > MAX_TAG:
-        raise InvalidInput(f"tag {what} must be at most {MAX_TAG} characters: {value[:40]!r}...")
+    value = check_name(value, f"tag {what}")  # a str, not blank, at most MAX_TAG characters
     if "," in value:
         raise InvalidInput(f"tag {what} must not contain ',': {value!r}")
     if what == "key" and "=" in value:
@@ -246,8 +241,24 @@ class Budget:
         return (self.project, self.user, self.tag, self.period)
 
 
+class RunningTotals:
+    """What is settled and what is held, as money (a mixin of the records that carry
+    ``settled_units`` and ``held_units``)."""
+
+    settled_units: int
+    held_units: int
+
+    @property
+    def spent(self) -> Decimal:
+        return from_units(self.settled_units)
+
+    @property
+    def held(self) -> Decimal:
+        return from_units(self.held_units)
+
+
 @dataclass(frozen=True)
-class BudgetWindow:
+class BudgetWindow(RunningTotals):
     """One budget's window (``window``: its start, ``"total"`` for a total budget) and its
     running totals. ``user`` is the end user whose window it is (for ``"*"``)."""
 
@@ -260,14 +271,6 @@ class BudgetWindow:
     @property
     def limit(self) -> Decimal:
         return self.budget.limit
-
-    @property
-    def spent(self) -> Decimal:
-        return from_units(self.settled_units)
-
-    @property
-    def held(self) -> Decimal:
-        return from_units(self.held_units)
 
     @property
     def remaining(self) -> Decimal:

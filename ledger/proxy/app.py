@@ -46,7 +46,7 @@ from ..records import Attribution
 from ..shapes import Shape
 from . import dashboard
 from .auth import UNAUTHORIZED, KeyChecker, api_error, error_shape, presented_key
-from .forward import attribution_for, forward_headers, metered_client
+from .forward import Upstream, attribution_for, forward_headers
 from .metrics import CONTENT_TYPE_LATEST, Metrics, ObservedStore
 from .stream import UpstreamResponse
 
@@ -125,11 +125,23 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
     limit = settings.max_body_bytes
     pages = {name: _static(name) for name in ("dashboard.html", "login.html", "dashboard.js",
                                               "dashboard.css")}
-    holder: dict[str, httpx.AsyncClient] = {}
+    holder: dict[str, Upstream] = {}
+    # A key check is one primary-key read. On SQLite (WAL) a read never waits for a writer,
+    # so it runs on the event loop: a worker-thread hop costs more than the read. On
+    # PostgreSQL it is a network round trip: a worker thread, so the loop never waits on it.
+    inline_reads = book.engine.dialect.name == "sqlite"
+
+    async def check_key(presented: str | None) -> KeyRow | None:
+        if not inline_reads:
+            return await anyio.to_thread.run_sync(checker.check, presented)
+        row = checker.verify(presented)
+        if row is not None and checker.touch_due(row):  # a write may wait: a worker thread
+            await anyio.to_thread.run_sync(checker.touch, row)
+        return row
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        holder["client"] = metered_client(meter, settings.upstream, metrics.upstream.observe)
+        holder["client"] = Upstream(meter, settings.upstream, metrics.upstream.observe)
         try:
             yield
         finally:
@@ -160,7 +172,7 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
         declared = request.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             return too_large(shape)
-        key = await anyio.to_thread.run_sync(checker.check, presented_key(request.headers))
+        key = await check_key(presented_key(request.headers))
         if key is None:
             return unauthorized(shape)
         try:
@@ -190,10 +202,10 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
         headers = forward_headers(
             ((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
             key, settings.upstream_key, who)
-        outgoing = client.build_request(request.method, target, headers=headers, content=body)
+        outgoing = client.request(request.method, target, headers, body)
         metrics.in_flight.inc()
         try:
-            upstream = await client.send(outgoing, stream=True)
+            upstream = await client.send(outgoing)
         except httpx.HTTPError as exc:
             metrics.in_flight.dec()
             log.warning("upstream call failed: %s", type(exc).__name__)
@@ -240,7 +252,7 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
             presented = request.cookies.get(COOKIE)
         if not presented:
             return None
-        row = await anyio.to_thread.run_sync(checker.check, presented)
+        row = await check_key(presented)
         if row is None:
             return None
         return row if row.admin else False
@@ -269,7 +281,7 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
                 return too_large("openai")
         form = parse_qs(body.decode("utf-8", "replace"))
         presented = (form.get("key") or [""])[0].strip()
-        row = await anyio.to_thread.run_sync(checker.check, presented or None)
+        row = await check_key(presented or None)
         if row is None:
             metrics.refusals.labels("unauthorized").inc()
             return page("login.html", 401)

@@ -60,15 +60,25 @@ class KeyChecker:
         self.now = now
 
     def check(self, presented: str | None) -> KeyRow | None:
-        row = verify_key(self.store, presented)
-        if row is None:
-            return None
-        now = self.now()
-        if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
-            # "last used" is a convenience: the call goes on if it cannot be written
-            with contextlib.suppress(Exception):
-                touch_key(self.store, row.id, now)
+        """The key's row (None: missing, malformed, wrong or revoked), "last used" noted."""
+        row = self.verify(presented)
+        if row is not None and self.touch_due(row):
+            self.touch(row)
         return row
+
+    def verify(self, presented: str | None) -> KeyRow | None:
+        """The key's row, or None: one primary-key read, nothing written."""
+        return verify_key(self.store, presented)
+
+    def touch_due(self, row: KeyRow) -> bool:
+        """Whether "last used" is older than :data:`TOUCH_EVERY` (so worth a write)."""
+        return row.last_used_at is None or self.now() - row.last_used_at >= TOUCH_EVERY
+
+    def touch(self, row: KeyRow) -> None:
+        """Note the key as used now (a write). "Last used" is a convenience: the call goes on
+        if it cannot be written."""
+        with contextlib.suppress(Exception):
+            touch_key(self.store, row.id, self.now())
 
 
 def api_error(shape: Shape, status: int, kind: str, code: str, message: str) -> bytes:

@@ -20,7 +20,7 @@ from ..records import Attribution
 from ..store.keys import KeyRow
 from ..transport import MeteredTransport
 
-__all__ = ["HOP_BY_HOP", "TimedTransport", "attribution_for", "forward_headers", "metered_client",
+__all__ = ["HOP_BY_HOP", "TimedTransport", "Upstream", "attribution_for", "forward_headers",
            "response_headers"]
 
 #: Never forwarded either way (RFC 9110 section 7.6.1), plus what the HTTP client sets itself.
@@ -101,12 +101,32 @@ class _Metered:
         self.meter = meter
 
 
-def metered_client(meter: Meter, upstream: str, observe_upstream: Any, *,
-                   timeout: float = 600.0) -> httpx.AsyncClient:
-    """The proxy's one upstream client: pooled connections, metered for whichever project each
-    request names."""
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    inner = TimedTransport(httpx.AsyncHTTPTransport(limits=limits), observe_upstream)
-    transport = MeteredTransport(_Metered(meter), "proxy", inner, projects="*")
-    return httpx.AsyncClient(transport=transport, base_url=upstream,
-                             timeout=httpx.Timeout(timeout, connect=30.0), trust_env=False)
+class Upstream:
+    """The proxy's one way upstream: the library's ``MeteredTransport`` (for whichever project
+    each request names) over a pooled ``httpx`` transport, called directly. An
+    ``httpx.AsyncClient`` around it would only add what a proxy must not do or does not need
+    (cookies, redirects, auth flows, URL merging): about a tenth of the proxy's time per call."""
+
+    def __init__(self, meter: Meter, base: str, observe_upstream: Any, *,
+                 timeout: float = 600.0) -> None:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        inner = TimedTransport(httpx.AsyncHTTPTransport(limits=limits, trust_env=False),
+                               observe_upstream)
+        self.transport = MeteredTransport(_Metered(meter), "proxy", inner, projects="*")
+        self.base = base.rstrip("/")
+        self.timeout = httpx.Timeout(timeout, connect=30.0).as_dict()
+
+    def request(self, method: str, target: str, headers: list[tuple[str, str]],
+                body: bytes) -> httpx.Request:
+        """The request for ``target`` (the client's raw path and query) on the upstream."""
+        return httpx.Request(method, self.base + target, headers=headers, content=body,
+                             extensions={"timeout": self.timeout})
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; the response's body is still to be read (a metered stream)."""
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

@@ -11,7 +11,7 @@ out of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import httpx
@@ -28,6 +28,26 @@ def _is_stream(response: httpx.Response) -> bool:
     client going away. A JSON body with its length comes at once and is copied without."""
     kind = response.headers.get("content-type", "")
     return "text/event-stream" in kind or "content-length" not in response.headers
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+async def _copy_whole(upstream: httpx.Response, chunks: AsyncIterator[bytes], send: Send) -> None:
+    """Copy a body of known length; its last byte completes the client's response at once,
+    so the client is not kept waiting while the metered stream settles the call (which it
+    does when the body ends: the loop pulls on until then)."""
+    expected = _declared_length(upstream)
+    sent, complete = 0, False
+    async for chunk in chunks:
+        sent += len(chunk)
+        if not complete:
+            complete = expected is not None and sent >= expected
+            await send({"type": "http.response.body", "body": chunk, "more_body": not complete})
+    if not complete:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class UpstreamResponse(Response):
@@ -51,10 +71,7 @@ class UpstreamResponse(Response):
             await send({"type": "http.response.start", "status": upstream.status_code,
                         "headers": response_headers(upstream)})
             if not _is_stream(upstream):  # a whole JSON body: it comes at once
-                async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await _copy_whole(upstream, chunks, send)
                 return
             async with anyio.create_task_group() as tg:
                 async def watch() -> None:
