@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from .clock import window_end, window_of
@@ -154,6 +154,28 @@ def matching(in_force: Iterable[Budget], attribution: Attribution, at: datetime)
         out[(key, b.user, b.tag)] = Match(b, key, user if b.user is not None else None,
                                           limit_units(b.limit))
     return sorted(out.values(), key=lambda m: m.key)
+
+
+class Matcher:
+    """:func:`matching` remembered per process: the same budgets in force, attribution and UTC
+    day (every window of every period is a function of the day) give the same matches, so the
+    hot path computes them once instead of twice per call (hold, then settle). Bounded: full,
+    it starts again. Thread-safe (one dict get or set at a time, under the GIL)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._found: dict[tuple[tuple[Budget, ...], Attribution, date], tuple[Match, ...]] = {}
+
+    def __call__(self, in_force: Iterable[Budget], attribution: Attribution,
+                 at: datetime) -> list[Match]:
+        budgets = tuple(in_force)
+        key = (budgets, attribution, at.astimezone(UTC).date())
+        found = self._found.get(key)
+        if found is None:
+            if len(self._found) >= self._size:
+                self._found.clear()
+            found = self._found[key] = tuple(matching(budgets, attribution, at))
+        return list(found)
 
 
 def fits_all(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, int]],

@@ -108,6 +108,8 @@ class Metrics:
         label = self.model_label(model)
         self.calls.labels(project, label, outcome.status).inc()
         if cost_units:
+            # Prometheus samples are float64 by its format: this counter is a view for
+            # dashboards and alerts, never money of record (the ledger's events are).
             self.cost.labels(project, label).inc(float(from_units(cost_units)))
         if outcome.prompt_tokens:
             self.tokens.labels(project, label, "prompt").inc(outcome.prompt_tokens)

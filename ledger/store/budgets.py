@@ -35,6 +35,28 @@ def budget_of(project: str, row: Any) -> tuple[Budget, bool]:
                    bool(hard), parsed, from_micros(int(effective))), bool(removed))
 
 
+class BudgetRows:
+    """:func:`budget_of` remembered per process, by project and row (a row is a budget
+    version exactly as stored, so the same row is the same budget): the hot path reads a
+    call's budget rows twice per call. Bounded: full, it starts again."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._found: dict[tuple[Any, ...], tuple[Budget, bool]] = {}
+
+    def __call__(self, project: str, rows: Iterable[Any]) -> list[tuple[Budget, bool]]:
+        out = []
+        for row in rows:
+            key = (project, *row)
+            found = self._found.get(key)
+            if found is None:
+                if len(self._found) >= self._size:
+                    self._found.clear()
+                found = self._found[key] = budget_of(project, row)
+            out.append(found)
+        return out
+
+
 def versions(conn: Connection, project: str | None, at: datetime) -> dict[str, list[tuple[Budget, bool]]]:
     """Every version up to ``at``, by project."""
     stmt = select(budgets.c.project, *BUDGET_COLUMNS).where(

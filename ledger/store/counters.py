@@ -29,7 +29,6 @@ from ..records import Alert
 from .prepared import ALL_TIME, HotStatements, Prepared, Tx
 from .schema import to_micros
 
-
 #: How many times a reservation is retried when the running total changes under it (each
 #: retry needs another transaction's commit between two statements of this one).
 RESERVE_TRIES = 20

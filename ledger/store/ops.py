@@ -36,7 +36,7 @@ from ..budget import (
     BudgetState,
     CounterKey,
     Match,
-    matching,
+    Matcher,
     shrink_cap,
     version_in_force,
 )
@@ -69,6 +69,8 @@ class Store:
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self.hot = HotStatements(engine)
+        self._budget_rows = budget_sql.BudgetRows()
+        self._matcher = Matcher()
         #: Called with the alerts a settle or record wrote, after its commit (never inside
         #: it); an exception in one is logged, never raised.
         self.alert_listeners: list[Callable[[list[Alert]], None]] = []
@@ -313,8 +315,8 @@ class Store:
             tags=attribution.tags_column or "").fetchall()
         if not rows:
             return []
-        found = [budget_sql.budget_of(project, r) for r in rows]
-        return matching(version_in_force(found, at, now).values(), attribution, at)
+        found = self._budget_rows(project, rows)
+        return self._matcher(version_in_force(found, at, now).values(), attribution, at)
 
     def _try_hold(
         self, call_id: str, project: str, model: str, prompt_tokens: int, now: datetime,
