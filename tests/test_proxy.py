@@ -479,3 +479,61 @@ class TestProcesses:
             assert after.expire_holds() == 1
             assert after.budget("killed").held == 0 and after.spend("killed") == 0
             assert_consistent(after)
+
+
+class TestTheReplyBeforeTheSettle:
+    def test_the_next_request_is_served_while_the_last_call_settles(
+            self, tmp_path: Path, sim: RunAPISimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A JSON reply completes at its last byte: on one keep-alive connection the client's
+        next request is answered while the call before it is still settling (made slow here),
+        and that call is still billed exactly."""
+        import threading
+
+        import uvicorn
+
+        from ledger.proxy.app import ProxySettings, create_app
+        from ledger.proxy.metrics import ObservedStore
+        from tests.harness.proxy import free_port
+
+        settling = threading.Event()
+        original = ObservedStore.settle
+
+        def slow_settle(self: ObservedStore, *args: Any, **kwargs: Any) -> int:
+            settling.set()
+            time.sleep(2.0)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ObservedStore, "settle", slow_settle)
+        with Ledger(f"sqlite:///{tmp_path}/l.db") as book:
+            key = new_key(book, "slow")
+            app = create_app(book, ProxySettings(upstream=sim.base_url, upstream_key="sk-x"))
+            port = free_port()
+            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                   lifespan="on", log_level="warning"))
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 20
+                while not server.started and time.monotonic() < deadline:
+                    time.sleep(0.02)  # a server starting in a thread: no event to wait on
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                  headers={"authorization": f"Bearer {key}"}) as client:
+                    start = time.monotonic()
+                    reply = client.post("/v1/chat/completions",
+                                        json={"model": "kimi-k2.5", "messages": MESSAGES,
+                                              "max_tokens": 20})
+                    health = client.get("/healthz")
+                    both = time.monotonic() - start
+                assert reply.status_code == 200 and health.status_code == 200
+                assert settling.is_set()
+                assert both < 1.5, f"the next request waited for the settle ({both:.2f} s)"
+                usage = reply.json()["usage"]
+                found = wait_for_events(book, "slow", 1)
+                assert [(e["prompt_tokens"], e["completion_tokens"], e["status"])
+                        for e in found] == [(usage["prompt_tokens"],
+                                             usage["completion_tokens"], "ok")]
+                assert book.spend("slow") == cost(usage["prompt_tokens"]
+                                                  + usage["completion_tokens"])
+            finally:
+                server.should_exit = True
+                thread.join(30)

@@ -36,9 +36,10 @@ def _declared_length(response: httpx.Response) -> int | None:
 
 
 async def _copy_whole(upstream: httpx.Response, chunks: AsyncIterator[bytes], send: Send) -> None:
-    """Copy a body of known length; its last byte completes the client's response at once,
-    so the client is not kept waiting while the metered stream settles the call (which it
-    does when the body ends: the loop pulls on until then)."""
+    """Copy a body of known length; its last byte completes the ASGI response at once, so
+    the server takes the client's next request on that connection while the metered stream
+    settles this call (it does so when the body ends: the loop pulls on until then) instead
+    of after."""
     expected = _declared_length(upstream)
     sent, complete = 0, False
     async for chunk in chunks:
