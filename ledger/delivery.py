@@ -44,6 +44,9 @@ __all__ = ["Backoff", "PassResult", "Worker"]
 log = logging.getLogger("ledger.delivery")
 #: How often a worker looks again at an alert another worker holds (seconds).
 BUSY_POLL = 0.1
+#: How long after it is written an alert's transaction may still be committing: the worker
+#: never moves its floor past an alert younger than this (``first_pending``).
+IN_FLIGHT = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ class Worker:
         self.fetch = fetch
         self.url = check_url(url)
         self.target = target_of(url)
+        #: The target as messages show it (without the fingerprint of a blanked secret).
+        self.shown = self.target.partition("#")[0]
         self._secret = secret
         self.send = send
         self.now = now
@@ -122,18 +127,20 @@ class Worker:
         self.warn = warn or (lambda _line: None)
 
     def __repr__(self) -> str:  # never the secret
-        return f"Worker(target={self.target!r}, worker_id={self.worker_id!r})"
+        return f"Worker(target={self.shown!r}, worker_id={self.worker_id!r})"
 
     # -- one alert --------------------------------------------------------------------------
     def pending(self) -> list[AlertLike]:
         """The alerts from the oldest one not delivered to this target, oldest first (some
         after it may be delivered already: :meth:`deliver` skips them)."""
         first, top = deliveries.first_pending(self.store, self.target, self._floor,
-                                              self.project)
+                                              self.project, self.now() - IN_FLIGHT)
         if first is None:
             self._floor = max(self._floor, top)
             return []
-        self._floor = max(self._floor, first - 1)
+        # Never past an id that may still be committing (see first_pending): it is looked
+        # at again on the next poll, and skipped there if it was delivered.
+        self._floor = max(self._floor, min(first - 1, top))
         return sorted((a for a in self.fetch(first - 1) if a.id > self._floor),
                       key=lambda a: a.id)
 
@@ -153,7 +160,7 @@ class Worker:
             if last.ok:
                 if deliveries.delivered(self.store, self.target, alert.id, self.now()):
                     self.report(f"delivered alert {alert.id} ({_label(alert)}) to "
-                                f"{self.target}" + (f" after {n} attempts" if n > 1 else ""))
+                                f"{self.shown}" + (f" after {n} attempts" if n > 1 else ""))
                 return True
             error = last.error or "failed"
             if n == self.backoff.attempts:
@@ -164,11 +171,11 @@ class Worker:
             deliveries.failed(self.store, self.target, alert.id, self.worker_id, error,
                               self.now(), self.now() + timedelta(seconds=wait) + self.lease)
             log.info("alert %s to %s: attempt %s failed (%s); retrying in %.1fs",
-                     alert.id, self.target, n, error, wait)
+                     alert.id, self.shown, n, error, wait)
             self.warn(f"alert {alert.id}: attempt {n} failed ({error}); retrying in "
                       f"{wait:.1f}s")
             self.sleep(wait)
-        failure = DeliveryFailed(alert.id, self.target, self.backoff.attempts,
+        failure = DeliveryFailed(alert.id, self.shown, self.backoff.attempts,
                                  last.error or "failed")
         self.report(f"alert {alert.id} ({_label(alert)}): {failure}")
         raise failure

@@ -111,17 +111,31 @@ def check_url(url: str) -> str:
     return text
 
 
+#: Characters of the fingerprint a redacted target ends with (``#`` and 12 hex digits).
+FINGERPRINT = 13
+
+
 def target_of(url: str) -> str:
     """The webhook URL without credentials: no ``user:password@``, secret-looking query
-    values blanked, no fragment. This is the key deliveries are remembered under."""
-    parts = urlsplit(check_url(url))
+    values blanked, no fragment. This is the key deliveries are remembered under, so when
+    something was blanked it ends with ``#`` and 12 hex digits of the SHA-256 of the whole
+    URL: two receivers that differ only in their token (``?token=A``, ``?token=B``) are two
+    targets, each getting every alert, and the token is still never stored."""
+    text = check_url(url)
+    parts = urlsplit(text)
     host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
     netloc = host if parts.port is None else f"{host}:{parts.port}"
-    query = urlencode([(k, REDACTED if _secret_name(k) else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
-    return urlunsplit((parts.scheme.lower(), netloc.lower(), parts.path or "/", query, ""))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, REDACTED if _secret_name(k) else v) for k, v in pairs])
+    shown = urlunsplit((parts.scheme.lower(), netloc.lower(), parts.path or "/", query, ""))
+    blanked = (parts.username is not None or parts.password is not None
+               or any(_secret_name(k) for k, _ in pairs))
+    if not blanked:
+        return shown
+    fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT - 1]
+    return f"{shown[:MAX_URL - FINGERPRINT]}#{fingerprint}"
 
 
 def _secret_name(name: str) -> bool:

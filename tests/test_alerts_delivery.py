@@ -212,9 +212,41 @@ class TestPayload:
         """A URL's user:password and secret-looking query values never reach the table."""
         target = target_of("https://bob:hunter2@Hooks.Example.com:8443/x?token=abc&team=ops"
                            "&X-Api-Key=k1#frag")
-        assert target == ("https://hooks.example.com:8443/x?token=%5BREDACTED%5D&team=ops"
-                          "&X-Api-Key=%5BREDACTED%5D")
+        shown, _, fingerprint = target.partition("#")
+        assert shown == ("https://hooks.example.com:8443/x?token=%5BREDACTED%5D&team=ops"
+                         "&X-Api-Key=%5BREDACTED%5D")
+        assert len(fingerprint) == 12 and int(fingerprint, 16) >= 0
         assert "hunter2" not in target and "abc" not in target and "k1" not in target
+
+    def test_receivers_that_differ_only_in_their_token_are_two_targets(self, book: Ledger
+                                                                       ) -> None:
+        """``?token=A`` and ``?token=B`` are two receivers: each gets every alert (the blanked
+        form alone would have made the second one look delivered already)."""
+        rec = Receiver()  # one host and path: only the token tells the two apart
+        try:
+            items = alerts(2)
+            assert worker(book, rec.url + "?token=A", items).run().delivered == [1, 2]
+            assert worker(book, rec.url + "?token=B", items).run().delivered == [1, 2]
+            assert rec.acknowledged() == {1: 2, 2: 2}
+            assert all("token=A" not in r["target"] and "token=B" not in r["target"]
+                       for r in all_rows(book))
+        finally:
+            rec.close()
+
+    def test_an_alert_committed_after_a_higher_one_is_still_delivered(self, book: Ledger
+                                                                      ) -> None:
+        """PostgreSQL commits ids out of order: alert 2 is seen (and delivered) while alert 1
+        is still committing; the following worker's next poll still sends alert 1."""
+        rec = Receiver()
+        try:
+            items = [FakeAlert(2, at=now())]
+            w = worker(book, rec.url, items)
+            assert w.run().delivered == [2]
+            stored(book, [FakeAlert(1, at=now())])  # committed now, below the id seen
+            assert w.run().delivered == [1]
+            assert rec.acknowledged() == {1: 1, 2: 1}
+        finally:
+            rec.close()
 
     @pytest.mark.parametrize("url", ["", "hooks.example.com/x", "ftp://example.com/x",
                                      "http://", "http://exa mple.com/", "http://host:99999/",

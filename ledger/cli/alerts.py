@@ -121,10 +121,10 @@ def deliver(state: CliState, url: str, secret: str | None, follow: bool, interva
     try:
         if follow:
             with _stopped_by_sigterm(stop):
-                echo(f"delivering alerts to {worker.target} every {interval:g}s "
+                echo(f"delivering alerts to {worker.shown} every {interval:g}s "
                      "(Ctrl-C to stop)", err=True)
                 result = worker.follow(interval, stop.is_set)
-            echo(f"stopped: {len(result.delivered)} alerts delivered to {worker.target}",
+            echo(f"stopped: {len(result.delivered)} alerts delivered to {worker.shown}",
                  err=True)
             return
         result = worker.run()
@@ -134,8 +134,8 @@ def deliver(state: CliState, url: str, secret: str | None, follow: bool, interva
         echo(f"alert {result.busy[0]} is being delivered by another worker: left to it",
              err=True)
     count = len(result.delivered)
-    echo(f"{count} alert{'' if count == 1 else 's'} delivered to {worker.target}"
-         if count else f"nothing to deliver to {worker.target}")
+    echo(f"{count} alert{'' if count == 1 else 's'} delivered to {worker.shown}"
+         if count else f"nothing to deliver to {worker.shown}")
 
 
 @contextmanager

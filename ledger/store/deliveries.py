@@ -112,11 +112,18 @@ def release(store: Store, target: str, worker: str) -> int:
 
 
 @translated
-def first_pending(store: Store, target: str, after: int, project: str | None = None
-                  ) -> tuple[int | None, int]:
+def first_pending(store: Store, target: str, after: int, project: str | None = None,
+                  settled_before: datetime | None = None) -> tuple[int | None, int]:
     """The oldest alert above id ``after`` (of ``project``) not delivered to ``target`` (None:
-    every one is), and the highest alert id above ``after`` (``after`` if none): the worker
-    asks for the alerts from the first and need never look below the second again.
+    every one is), and the highest alert id above ``after`` written before
+    ``settled_before`` (``after`` if none): the worker asks for the alerts from the first and
+    need never look below the second again.
+
+    Why the second is not simply the highest id: on PostgreSQL ids are handed out as rows are
+    inserted but become visible as their transactions commit, in another order; a lower id
+    may still be on its way when a higher one is seen. An alert is written in a settle's
+    short transaction, so one older than ``settled_before`` (the worker gives a margin of
+    :data:`ledger.delivery.IN_FLIGHT`) has committed or never will.
 
     One anti-join of ``alerts`` with this target's rows, from ``after`` up, on the primary
     keys of both tables."""
@@ -124,10 +131,11 @@ def first_pending(store: Store, target: str, after: int, project: str | None = N
     joined = alerts_table.outerjoin(
         deliveries, and_(deliveries.c.alert_id == a.id, deliveries.c.target == target))
     cond = [a.id > after] if project is None else [a.id > after, a.project == project]
+    settled = cond if settled_before is None else [*cond, a.at < to_micros(settled_before)]
     with store.read() as conn:
         first = conn.execute(select(func.min(a.id)).select_from(joined)
                              .where(*cond, deliveries.c.delivered_at.is_(None))).scalar_one()
-        top = conn.execute(select(func.max(a.id)).where(*cond)).scalar_one()
+        top = conn.execute(select(func.max(a.id)).where(*settled)).scalar_one()
     return (None if first is None else int(first)), (after if top is None else int(top))
 
 
