@@ -178,17 +178,6 @@ class Matcher:
         return list(found)
 
 
-def fits_all(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, int]],
-             amount: int) -> Match | None:
-    """The first hard budget that ``amount`` more would take over its limit (None: fits)."""
-    for m in matches:
-        if m.budget.hard:
-            settled, held = totals.get(m.key, (0, 0))
-            if settled + held + amount > m.limit_units:
-                return m
-    return None
-
-
 def shrink_cap(matches: Iterable[Match], totals: Mapping[CounterKey, tuple[int, int]],
                prompt_units: int, output_price_units: int, asked: int) -> int:
     """The largest completion cap (at most ``asked``) whose worst case fits every hard budget:

@@ -200,6 +200,21 @@ class TestTags:
         assert book.spend("acme", tag="a=%", period="day") == Decimal("0.1")
 
 
+    def test_tag_matching_is_case_sensitive_on_both_backends(self, book: Ledger) -> None:
+        """env=prod is not env=Prod: spend, usage and a new tag budget's running total count
+        only the exact tag (SQLite's LIKE folds ASCII case unless told not to)."""
+        record(book, "acme", 1000, tags={"env": "prod"})
+        record(book, "acme", 7000, tags={"env": "Prod"})
+        record(book, "acme", 3000, tags={"ENV": "prod"})
+        assert book.spend("acme", tag="env=prod", period="day") == Decimal("1")
+        assert book.spend("acme", tag="env=Prod", period="day") == Decimal("7")
+        book.set_budget("acme", Decimal("2"), period="day", tag="env=prod")
+        [window] = [w for w in book.budget_windows("acme") if w.budget.tag == "env=prod"]
+        assert window.spent == Decimal("1")
+        hold(book, "acme", 900, 0, tags={"env": "prod"})  # fits: 1 + 0.9 <= 2
+        assert_consistent(book)
+
+
 class TestWindows:
     @pytest.mark.parametrize(("period", "start", "last", "first_next"), [
         ("day", datetime(2026, 11, 10, 1, tzinfo=UTC), datetime(2026, 11, 10, 23, 59, 59, tzinfo=UTC),

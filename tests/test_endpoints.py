@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -484,6 +485,36 @@ class TestRequireBudget:
             assert allowed.status_code == 200
             with pytest.raises(ledger.NoBudget), book.metered_call("nobody", body):
                 pass
+
+
+    def test_a_budget_that_starts_later_is_no_budget_yet(self, sqlite_url: str,
+                                                          clock: Any) -> None:
+        """A project whose only budget starts next month is refused today (no_budget), and
+        metered once that budget is in force."""
+        with Ledger(sqlite_url, clock=clock, require_budget=True) as book:
+            later = clock.now() + timedelta(days=40)
+            book.set_budget("acme", Decimal("5"), effective_from=later)
+            upstream = Upstream(chat_reply)
+            body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 5}
+            with client(book, upstream) as http:
+                refused = http.post("/v1/chat/completions", json=body)
+                clock.set(later)
+                allowed = http.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 402 and refused.json()["error"]["code"] == "no_budget"
+            assert allowed.status_code == 200 and len(upstream.sent) == 1
+
+
+def test_a_refused_budget_remaining_is_exact_in_any_decimal_context() -> None:
+    """RefusedBudget.remaining (the 402 body's "remaining") ignores the caller's context."""
+    import decimal
+
+    from ledger.metering.refusal import RefusedBudget
+
+    refused = RefusedBudget("acme", "2026-11", Decimal("50.00"), Decimal("12.3456789"),
+                            Decimal("0.0001234"), Decimal("1"))
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.rounding = 4, decimal.ROUND_DOWN
+        assert refused.remaining == Decimal("37.6541977")
 
 
 class TestRefusalObject:

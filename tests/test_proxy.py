@@ -233,6 +233,22 @@ class TestKeys:
         assert "x-ledger-project" not in sim.requests[-1].headers
         assert project_events(book, "theirs") == [] and len(wait_for_events(book, "mine", 1)) == 1
 
+    def test_names_and_headers_beyond_ascii_pass_through(
+            self, book: Ledger, proxy: Proxy, sim: RunAPISimulator) -> None:
+        """A key whose project, user and tag are not ASCII, and a client header in UTF-8:
+        the call goes through (never a 500), billed to those names, the header forwarded
+        byte for byte."""
+        key = new_key(book, "Café ☕", user="José", tags=["équipe=nuit"])
+        reply = httpx.post(proxy.openai_base_url + "/chat/completions",
+                           json={"model": "kimi-k2.5", "messages": MESSAGES},
+                           headers=[(b"authorization", f"Bearer {key}".encode()),
+                                    (b"x-title", "Café".encode())])
+        assert reply.status_code == 200, reply.text
+        assert sim.requests[-1].headers["x-title"].encode("latin-1") == "Café".encode()
+        found = wait_for_events(book, "Café ☕", 1)
+        assert [(e["user"], e["tags"], e["status"]) for e in found] == [
+            ("José", ",équipe=nuit,", "ok")]
+
     def test_the_key_decides_user_and_tags_and_headers_only_add(
             self, book: Ledger, proxy: Proxy, sim: RunAPISimulator) -> None:
         """A key's user and tags go on its calls; request tags add; a header contradicting

@@ -77,17 +77,18 @@ def test_the_key_decides_and_headers_only_add(book: Ledger) -> None:
 def test_forwarded_headers_swap_the_client_key_for_the_upstream_one(book: Ledger) -> None:
     """The lk_ key, cookies and hop-by-hop headers stay behind; the key's project is named."""
     row = create_key(book.store, book.now(), "acme").row
-    out = dict(forward_headers([("Authorization", "Bearer lk_x"), ("Cookie", "a=b"),
-                                ("Connection", "keep-alive"), ("X-Ledger-Project", "other"),
-                                ("Content-Type", "application/json")], row, "sk-up"))
-    assert out == {"Content-Type": "application/json", "authorization": "Bearer sk-up",
-                   "x-ledger-project": "acme"}
-    tagged = create_key(book.store, book.now(), "acme", user="al", tags=["k=v"]).row
-    named = dict(forward_headers([("X-Ledger-User", "someone")], tagged, "sk-up"))
-    assert named["x-ledger-user"] == "al" and named["x-ledger-tags"] == "k=v"
-    assert "X-Ledger-User" not in named
-    anthropic_style = dict(forward_headers([("x-api-key", "lk_x")], row, "sk-up"))
-    assert anthropic_style == {"x-api-key": "sk-up", "x-ledger-project": "acme"}
+    out = dict(forward_headers([(b"Authorization", b"Bearer lk_x"), (b"Cookie", b"a=b"),
+                                (b"Connection", b"keep-alive"), (b"X-Ledger-Project", b"other"),
+                                (b"Content-Type", b"application/json"),
+                                (b"X-Title", "Café".encode())], row, "sk-up"))
+    assert out == {b"Content-Type": b"application/json", b"authorization": b"Bearer sk-up",
+                   b"x-ledger-project": b"acme", b"X-Title": "Café".encode()}
+    tagged = create_key(book.store, book.now(), "acme", user="José", tags=["k=v"]).row
+    named = dict(forward_headers([(b"X-Ledger-User", b"someone")], tagged, "sk-up"))
+    assert named[b"x-ledger-user"] == "José".encode() and named[b"x-ledger-tags"] == b"k=v"
+    assert b"X-Ledger-User" not in named
+    anthropic_style = dict(forward_headers([(b"x-api-key", b"lk_x")], row, "sk-up"))
+    assert anthropic_style == {b"x-api-key": b"sk-up", b"x-ledger-project": b"acme"}
 
 
 def test_the_presented_key_and_the_error_shape() -> None:
@@ -114,3 +115,75 @@ def test_readyz_says_when_the_ledger_cannot_be_reached(tmp_path: Path) -> None:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
     down.close()
+
+
+def test_alerts_from_proxied_calls_reach_the_ledgers_listeners(tmp_path: Path) -> None:
+    """``book.on_alert`` callbacks of an app embedding the proxy hear the alerts its calls
+    cross (the proxy's observing store shares the ledger's listeners)."""
+    from decimal import Decimal
+
+    from starlette.testclient import TestClient
+
+    from ledger.proxy.app import ProxySettings, create_app
+    from ledger.testing import RunAPISimulator
+
+    heard: list[int] = []
+    with RunAPISimulator() as sim, Ledger(f"sqlite:///{tmp_path}/l.db") as book:
+        book.set_budget("acme", Decimal("0.0001"), hard=False, alerts=[50])
+        book.on_alert(lambda alert: heard.append(alert.threshold))
+        key = create_key(book.store, book.now(), "acme").key
+        app = create_app(book, ProxySettings(upstream=sim.base_url, upstream_key="sk-x"))
+        with TestClient(app) as client:
+            reply = client.post("/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                                json={"model": "kimi-k2.5", "max_tokens": 50,
+                                      "messages": [{"role": "user", "content": "hi " * 50}]})
+        assert reply.status_code == 200
+        assert heard == [50]
+
+
+def test_a_compressed_error_reply_reaches_the_client_readable(tmp_path: Path) -> None:
+    """An upstream 429 sent gzip-encoded is decoded to blank the upstream key out of it, so
+    it goes on without its Content-Encoding: the SDK reads the error, not garbage."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from starlette.testclient import TestClient
+
+    from ledger.proxy.app import ProxySettings, create_app
+
+    error = b'{"error":{"message":"slow down, key sk-up-SECRET","type":"rate_limit"}}'
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            packed = gzip.compress(error)
+            self.send_response(429)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Ledger(f"sqlite:///{tmp_path}/l.db") as book:
+            key = create_key(book.store, book.now(), "acme").key
+            app = create_app(book, ProxySettings(
+                upstream=f"http://127.0.0.1:{server.server_address[1]}",
+                upstream_key="sk-up-SECRET"))
+            with TestClient(app) as client:
+                reply = client.post("/v1/chat/completions",
+                                    headers={"authorization": f"Bearer {key}"},
+                                    json={"model": "kimi-k2.5", "messages": [
+                                        {"role": "user", "content": "hi"}]})
+        assert reply.status_code == 429
+        assert "content-encoding" not in reply.headers
+        assert reply.json()["error"]["message"] == "slow down, key [REDACTED]"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -76,7 +76,7 @@ class Call:
         p, meter = self.prepared, self.meter
         fault_point("call:before-hold")
         try:
-            if meter.require_budget and not meter.store.has_budget(p.project):
+            if meter.require_budget and not meter.store.has_budget(p.project, p.started):
                 raise NoBudget(p.project)
             hold = meter.store.hold(p.call_id, p.project, p.model, p.prompt_tokens,
                                     p.max_completion_tokens, p.started, meter.hold_ttl,

@@ -33,7 +33,7 @@ from ..errors import (
     UnknownModel,
     UnmeteredEndpoint,
 )
-from ..money import money_str
+from ..money import money_context, money_str
 from ..shapes import Shape
 
 __all__ = [
@@ -145,7 +145,8 @@ class RefusedBudget:
 
     @property
     def remaining(self) -> Decimal:
-        return self.limit - self.spent - self.held
+        with money_context():  # exact whatever the caller's decimal context
+            return self.limit - self.spent - self.held
 
     def __str__(self) -> str:
         return self.label or f"{self.project} {self.period}"

@@ -199,9 +199,7 @@ def create_app(book: Ledger, settings: ProxySettings, *, owns_ledger: bool = Fal
         query = request.scope.get("query_string") or b""
         if query:
             target += "?" + query.decode("latin-1")
-        headers = forward_headers(
-            ((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
-            key, settings.upstream_key, who)
+        headers = forward_headers(request.headers.raw, key, settings.upstream_key, who)
         outgoing = client.request(request.method, target, headers, body)
         metrics.in_flight.inc()
         try:

@@ -32,30 +32,33 @@ CLIENT_ONLY = frozenset({"authorization", "x-api-key", "api-key", "cookie", "hos
                          "content-length", PROJECT_HEADER, USER_HEADER, TAGS_HEADER})
 
 
-def forward_headers(headers: Iterable[tuple[str, str]], key: KeyRow, upstream_key: str,
-                    who: Attribution | None = None) -> list[tuple[str, str]]:
-    """The headers to send upstream (see the module docs)."""
-    out: list[tuple[str, str]] = []
+def forward_headers(headers: Iterable[tuple[bytes, bytes]], key: KeyRow, upstream_key: str,
+                    who: Attribution | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers to send upstream (see the module docs), as bytes: the client's exactly as
+    they came (a UTF-8 ``x-title: Café`` passes as it is), the project, user and tags of the
+    key in UTF-8 (a name may hold any character; httpx reads such a header back as UTF-8)."""
+    out: list[tuple[bytes, bytes]] = []
     anthropic_style = False
     for name, value in headers:
-        lower = name.lower()
+        lower = name.lower().decode("latin-1")
         if lower == "x-api-key":
             anthropic_style = True
         if lower in HOP_BY_HOP or lower in CLIENT_ONLY:
             continue
         out.append((name, value))
+    secret = upstream_key.encode("utf-8")
     if anthropic_style:
-        out.append(("x-api-key", upstream_key))
+        out.append((b"x-api-key", secret))
     else:
-        out.append(("authorization", f"Bearer {upstream_key}"))
-    out.append((PROJECT_HEADER, key.project))
+        out.append((b"authorization", b"Bearer " + secret))
+    out.append((PROJECT_HEADER.encode(), key.project.encode("utf-8")))
     # Who the call is for (attribution_for), handed to the metered transport the way any
     # client names it per request; the transport removes these before sending upstream.
     who = key.attribution if who is None else who
     if who.user is not None:
-        out.append((USER_HEADER, who.user))
+        out.append((USER_HEADER.encode(), who.user.encode("utf-8")))
     if who.tags_text is not None:
-        out.append((TAGS_HEADER, who.tags_text))
+        out.append((TAGS_HEADER.encode(), who.tags_text.encode("utf-8")))
     return out
 
 
@@ -116,7 +119,7 @@ class Upstream:
         self.base = base.rstrip("/")
         self.timeout = httpx.Timeout(timeout, connect=30.0).as_dict()
 
-    def request(self, method: str, target: str, headers: list[tuple[str, str]],
+    def request(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
                 body: bytes) -> httpx.Request:
         """The request for ``target`` (the client's raw path and query) on the upstream."""
         return httpx.Request(method, self.base + target, headers=headers, content=body,

@@ -136,6 +136,9 @@ class ObservedStore(Store):
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
         super().__init__(store.engine)
+        # The ledger's own listeners (``book.on_alert``): alerts crossed by proxied calls
+        # reach them too.
+        self.alert_listeners = store.alert_listeners
         self.metrics = metrics
 
     def settle(self, *args: Any, **kwargs: Any) -> int:

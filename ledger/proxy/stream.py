@@ -107,7 +107,9 @@ class UpstreamResponse(Response):
                 await upstream.aclose()
                 self._done()
         body = body.replace(self._secret, b"[REDACTED]") if self._secret else body
-        headers = [(k, v) for k, v in response_headers(upstream) if k.lower() != b"content-length"]
+        # aread() decoded the body: its length and encoding are those of the bytes sent now.
+        headers = [(k, v) for k, v in response_headers(upstream)
+                   if k.lower() not in (b"content-length", b"content-encoding")]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": upstream.status_code,
                     "headers": headers})

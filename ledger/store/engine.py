@@ -100,6 +100,9 @@ def _sqlite_engine(url: str, *, create: bool = False) -> Engine:
             cur.execute("PRAGMA wal_autocheckpoint=10000")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=30000")
+        # LIKE is case-sensitive, as on PostgreSQL: a tag scope (",env=prod,") must never
+        # count ",env=Prod," (SQLite's LIKE folds ASCII case by default).
+        cur.execute("PRAGMA case_sensitive_like=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -154,10 +154,6 @@ class HotStatements:
             .on_conflict_do_nothing(index_elements=[holds.c.id])
             .returning(holds.c.amount, holds.c.input_price, holds.c.output_price,
                        holds.c.cached_price), engine)
-        self.ensure_totals = Prepared(
-            insert(totals).values(project=p("project"), scope="", period="month",
-                                  window=p("month"))
-            .on_conflict_do_nothing(), engine)
         self.get_hold = Prepared(select(*HOLD_COLUMNS).where(holds.c.id == p("id")), engine)
         self.post_hold = Prepared(
             update(holds).where(holds.c.id == p("id"), holds.c.state == "pending")
