@@ -23,7 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from ledger import Ledger
+from ledger import Ledger, ManualClock
 from ledger.cli import main
 from ledger.money import MAX_UNITS, from_units, money_str, price_from_units, units_str
 from ledger.render import csv as render_csv
@@ -231,3 +231,37 @@ class TestExportIsLazy:
             assert first[17] == "big-000000"
             assert len(fetching) == 1, fetching
             assert sum(1 for _ in stream) == 4_999
+
+
+class TestInvoiceReadsItsIndex:
+    def test_a_months_lines_come_from_the_covering_index_in_order(
+            self, book: Ledger, clock: ManualClock) -> None:
+        """SQLite: the invoice aggregate of a month (draft and issue) reads only
+        ``ix_events_invoice_lines``, in its order: no sort of the events, no table lookup."""
+        from sqlalchemy import event
+
+        for i, (user, tags) in enumerate([("alice", {"env": "prod"}), (None, None)] * 3):
+            book.record("acme", "kimi-k2.5", 100 + i, 50, at=NOV + timedelta(days=i),
+                        user=user, tags=tags)
+        clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+        seen: list[tuple[str, object]] = []
+
+        def capture(_conn: object, _cursor: object, statement: str, params: object,
+                    _context: object, _many: bool) -> None:
+            if "GROUP BY" in statement and "events.id >" not in statement:
+                seen.append((statement, params))
+
+        event.listen(book.engine, "before_cursor_execute", capture)
+        try:
+            draft = book.invoice("acme", "2026-11", draft=True)
+            issued = book.invoice("acme", "2026-11")
+        finally:
+            event.remove(book.engine, "before_cursor_execute", capture)
+        assert draft.total == issued.total > 0
+        assert len(seen) == 2
+        with book.engine.connect() as conn:
+            for statement, params in seen:
+                plan = [str(r[3]) for r in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, params)]  # type: ignore[arg-type]
+                assert plan == ["SEARCH events USING COVERING INDEX ix_events_invoice_lines "
+                                "(project=? AND month=?)"], plan
