@@ -171,3 +171,17 @@ def _tidy(value: Decimal, places: int = 2) -> Decimal:
 def money_str(amount: Decimal) -> str:
     """An exact amount as a plain decimal string ("0.0000000001", never "1E-10")."""
     return format(to_decimal(amount), "f")
+
+
+_UNIT_SCALE = 10**AMOUNT_PLACES
+
+
+def units_str(units: int) -> str:
+    """``money_str(from_units(units))`` without a Decimal: the exact decimal string of an
+    integer count of UNIT (at least two decimals, trailing zeros beyond them dropped), by
+    integer arithmetic alone (for exports of millions of rows)."""
+    whole, frac = divmod(-units if units < 0 else units, _UNIT_SCALE)
+    digits = f"{frac:010d}".rstrip("0")
+    if len(digits) < 2:
+        digits = (digits + "00")[:2]
+    return f"{'-' if units < 0 else ''}{whole}.{digits}"

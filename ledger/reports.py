@@ -40,7 +40,7 @@ shown rounded half-even to the cent; spent, reserved and remaining are exact.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -56,12 +56,13 @@ from .money import (
     money_str,
     price_from_units,
     round_half_even_to_cent,
+    units_str,
 )
 from .records import Budget, BudgetWindow, check_user, parse_tag
 from .store import reports as report_queries
 from .store.ops import Store
 from .store.reports import USAGE_STATUSES, CalibrationRow, UsageFilter
-from .store.schema import from_micros, to_micros
+from .store.schema import EPOCH, from_micros, to_micros
 
 __all__ = [
     "BY",
@@ -71,12 +72,16 @@ __all__ = [
     "BudgetRow",
     "Calibration",
     "DailySpend",
+    "ExactStrings",
+    "UsageRecord",
     "UsageRow",
     "budget_lines",
     "budget_report",
     "budgets",
     "calibration",
     "spend_by",
+    "usage_dicts",
+    "usage_records",
     "usage_rows",
 ]
 
@@ -580,25 +585,116 @@ def _usage_rows(store: Store, flt: UsageFilter, batch: int) -> Generator[UsageRo
             found = prices[units] = price_from_units(units)
         return found
 
-    for r in report_queries.iter_usage(store, flt, batch):
-        cached_price = r["cached_price"]
-        yield UsageRow(
-            id=int(r["id"]), at=from_micros(int(r["at"])), project=str(r["project"]),
-            month=str(r["month"]), model=str(r["model"]), status=str(r["status"]),
-            estimated=bool(r["estimated"]), prompt_tokens=int(r["prompt_tokens"]),
-            completion_tokens=int(r["completion_tokens"]),
-            cached_tokens=int(r["cached_tokens"]),
-            est_prompt_tokens=_int_or_none(r["est_prompt_tokens"]),
-            input_per_1k=price(int(r["input_price"])),
-            output_per_1k=price(int(r["output_price"])),
-            cached_input_per_1k=None if cached_price is None else price(int(cached_price)),
-            cost=from_units(int(r["cost"])), http_status=_int_or_none(r["http_status"]),
-            error=None if r["error"] is None else str(r["error"]),
-            call_id=None if r["call_id"] is None else str(r["call_id"]),
-            reasoning_tokens=_int_or_none(r["reasoning_tokens"]),
-            user=None if r["user"] is None else str(r["user"]),
-            tags=None if not r["tags"] else str(r["tags"]).strip(","),
-        )
+    for rows in report_queries.usage_batches(store, flt, batch):
+        for (id_, at, project, month, model, status, estimated, prompt, completion, cached,
+             est, input_price, output_price, cached_price, cost, http_status, error, call_id,
+             reasoning, user, tags) in rows:
+            yield UsageRow(
+                id=int(id_), at=from_micros(int(at)), project=str(project), month=str(month),
+                model=str(model), status=str(status), estimated=bool(estimated),
+                prompt_tokens=int(prompt), completion_tokens=int(completion),
+                cached_tokens=int(cached), est_prompt_tokens=_int_or_none(est),
+                input_per_1k=price(int(input_price)), output_per_1k=price(int(output_price)),
+                cached_input_per_1k=None if cached_price is None else price(int(cached_price)),
+                cost=from_units(int(cost)), http_status=_int_or_none(http_status),
+                error=None if error is None else str(error),
+                call_id=None if call_id is None else str(call_id),
+                reasoning_tokens=_int_or_none(reasoning),
+                user=None if user is None else str(user),
+                tags=None if not tags else str(tags).strip(","),
+            )
+
+
+#: One event as the store streams it for exports: the values of
+#: :data:`ledger.store.reports.USAGE_COLUMNS`, in that order, as the database holds them
+#: (``at`` in microseconds, prices in PRICE_UNIT, ``cost`` in UNIT, ``tags`` ``",k=v,"``).
+UsageRecord = tuple[Any, ...]
+
+
+def usage_records(store: Store, *, project: str | None = None, month: str | None = None,
+                  model: str | None = None, status: str | None = None,
+                  user: str | None = None, tag: str | None = None,
+                  batch: int = 5000) -> Generator[UsageRecord, None, None]:
+    """The rows of :func:`usage_rows` as raw :data:`UsageRecord` tuples, for exports of
+    millions of rows: no object, Decimal or datetime per row (render them with
+    :class:`ExactStrings`, :func:`usage_dicts` or ``render.csv.usage_records``).
+
+    Streamed ``batch`` rows at a time from the DBAPI cursor (server-side on PostgreSQL), in
+    flat memory; the filters are checked before the first row. Close the generator (or
+    exhaust it) to release its database connection.
+    """
+    flt = _usage_filter(project, month, model, status, user, tag)
+    return _usage_records(store, flt, batch)
+
+
+def _usage_records(store: Store, flt: UsageFilter, batch: int
+                   ) -> Generator[UsageRecord, None, None]:
+    for rows in report_queries.usage_batches(store, flt, batch):
+        yield from rows
+
+
+class ExactStrings:
+    """The exact text of stored integers, as :class:`UsageRow` renders them, without making
+    the Decimal or datetime: ``instant(m) == from_micros(m).isoformat()``,
+    ``price(u) == money_str(price_from_units(u))``, ``amount(u) == money_str(from_units(u))``.
+
+    Instants are cached per second and prices per value (a handful of distinct prices); both
+    caches are bounded, so memory stays flat over any number of rows.
+    """
+
+    LIMIT = 65_536
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, str] = {}
+        self._days: dict[int, str] = {}
+        self._prices: dict[int, str] = {}
+
+    amount = staticmethod(units_str)
+
+    def instant(self, micros: int) -> str:
+        second, micro = divmod(micros, 1_000_000)
+        head = self._seconds.get(second)
+        if head is None:
+            if len(self._seconds) >= self.LIMIT:
+                self._seconds.clear()
+            head = self._seconds[second] = self.second(second)
+        return f"{head}.{micro:06d}+00:00" if micro else f"{head}+00:00"
+
+    def second(self, second: int) -> str:
+        """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch (UTC)."""
+        day, rest = divmod(second, 86_400)
+        date_part = self._days.get(day)
+        if date_part is None:
+            if len(self._days) >= self.LIMIT:
+                self._days.clear()
+            date_part = self._days[day] = (EPOCH + timedelta(days=day)).date().isoformat()
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return f"{date_part}T{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+    def price(self, units: int) -> str:
+        found = self._prices.get(units)
+        if found is None:
+            if len(self._prices) >= self.LIMIT:
+                self._prices.clear()
+            found = self._prices[units] = money_str(price_from_units(units))
+        return found
+
+
+def usage_dicts(records: Iterable[UsageRecord]) -> Iterator[dict[str, Any]]:
+    """Each record as :meth:`UsageRow.to_dict` makes it (JSON-ready: money and prices exact
+    decimal strings, instants ISO 8601), lazily."""
+    strings = ExactStrings()
+    instant, price, amount = strings.instant, strings.price, strings.amount
+    names = UsageRow.FIELDS
+    for (id_, at, project, month, model, status, estimated, prompt, completion, cached, est,
+         input_price, output_price, cached_price, cost, http_status, error, call_id,
+         reasoning, user, tags) in records:
+        yield dict(zip(names, (
+            id_, instant(at), project, month, model, status, bool(estimated), prompt,
+            completion, cached, est, price(input_price), price(output_price),
+            None if cached_price is None else price(cached_price), amount(cost), http_status,
+            error, call_id, reasoning, user, tags.strip(",") if tags else None), strict=True))
 
 
 def _int_or_none(value: Any) -> int | None:

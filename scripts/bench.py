@@ -8,6 +8,8 @@ Sections (each prints one block; ratios are measured side by side in the same ru
   scale      a budget check (hold + settle) with 1M events in the ledger vs with 1K
   metering   a metered call vs a bare httpx call to the same loopback server (interleaved)
   invoice    an invoice for a month of one project with 1M events; usage CSV memory
+  export     issue 14: usage --format csv/jsonl of 1M rows (time, peak RSS), the invoice of a
+             1M-event month (draft, issue), and a cProfile of the CSV export (top 8)
   budget-check  the budget check (hold + void; a month budget and a "*" daily budget per end
              user) at 1M events and 100K end users vs at 1K events; a call matching 4 budgets
              vs 1 (also: python scripts/bench.py budget-check)
@@ -135,7 +137,12 @@ def bulk_events(book: Ledger, project: str, count: int, month: str = "2026-11") 
             ]
             conn.execute(events.insert(), rows)
             total += sum(r["cost"] for r in rows)
-        book.store._add_totals(conn, project, month, settled=total, held=0)
+        from ledger.store.schema import totals
+        conn.execute(totals.delete().where(totals.c.project == project,
+                                           totals.c.scope == "", totals.c.period == "month",
+                                           totals.c.window == month))
+        conn.execute(totals.insert().values(project=project, scope="", period="month",
+                                            window=month, settled=total, held=0))
 
 
 @section
@@ -293,6 +300,89 @@ def bench_invoice(args: argparse.Namespace) -> None:
             peak = int(proc.stderr.strip().splitlines()[-1]) / 1024
             print(f"  ledger usage --format csv: {rows:,} rows in {time.perf_counter() - t0:.1f} s, "
                   f"peak RSS {peak:,.0f} MB")
+
+
+CLI_WITH_PEAK = (
+    "import sys\n"
+    "from ledger.cli import main\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+    "print(hwm.split()[1], file=sys.stderr)\n"
+)
+
+CLI_PROFILED = (
+    "import cProfile, io, pstats, sys\n"
+    "from ledger.cli import main\n"
+    "prof = cProfile.Profile()\n"
+    "prof.enable()\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "prof.disable()\n"
+    "sys.stdout.flush()\n"
+    "stats = pstats.Stats(prof)\n"
+    # (cc, nc, tt, ct, callers); click's dispatch frames (whole-run wrappers) left out
+    "top = sorted((kv for kv in stats.stats.items() if '/click/' not in kv[0][0]\n"
+    "              and not kv[0][0].endswith('cli/__init__.py')),\n"
+    "             key=lambda kv: -kv[1][3])[:8]\n"
+    "for (file, line, name), (cc, nc, tt, ct, _) in top:\n"
+    "    where = file.rsplit('/site-packages/', 1)[-1].rsplit('/ledger/', 1)[-1]\n"
+    "    print(f'{ct:8.2f} s cum {tt:7.2f} s own {nc:>10,} calls  {where}:{line}({name})',\n"
+    "          file=sys.stderr)\n"
+)
+
+
+def _cli_export(url: str, project: str, fmt: str, *extra: str) -> tuple[int, float, float]:
+    """``ledger usage --project P --format FMT`` in its own process, stdout to /dev/null:
+    (rows, seconds, peak RSS in MB)."""
+    out = Path(tempfile.gettempdir()) / f"bench-export-{os.getpid()}.{fmt}"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CLI_WITH_PEAK, "--db", url, "usage",
+                           "--project", project, "--format", fmt, *extra],
+                          check=True, stdout=out.open("w"), stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t0
+    with out.open("rb") as fh:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    out.unlink()
+    peak = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    return lines - (1 if fmt == "csv" else 0), seconds, peak
+
+
+@section
+def bench_export(args: argparse.Namespace) -> None:
+    """Issue 14's exports: `ledger usage --format csv|jsonl` of 1M rows (time, peak RSS) and
+    the invoice of a 1M-event month (draft, issue); a cProfile of the CSV export's top 8."""
+    big = 100_000 if args.quick else 1_000_000
+    clock = ManualClock(datetime(2026, 12, 2, tzinfo=timezone.utc))
+    with tempfile.TemporaryDirectory() as d:
+        url = f"sqlite:///{d}/e.db"
+        with Ledger(url, clock=clock) as book:
+            bulk_events(book, "big", big)
+            bulk_events(book, "small", 1_000)
+            drafts = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                draft = book.invoice("big", "2026-11", draft=True)
+                drafts.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            issued = book.invoice("big", "2026-11")
+            t1 = time.perf_counter()
+            assert draft.total == issued.total
+            print(f"  invoice of {big:,} events: draft {statistics.median(drafts):.2f} s "
+                  f"(median of 3: {', '.join(f'{x:.2f}' for x in drafts)}), issue (freeze) "
+                  f"{t1 - t0:.2f} s; total ${issued.total}")
+        for fmt in ("csv", "jsonl"):
+            for project in ("small", "big"):
+                rows, seconds, peak = _cli_export(url, project, fmt)
+                print(f"  ledger usage --format {fmt}: {rows:,} rows in {seconds:.1f} s, "
+                      f"peak RSS {peak:,.0f} MB")
+        limit = big // 5
+        print(f"  cProfile of `ledger usage --format csv --limit {limit}` (top 8 by cumulative, "
+              "click's dispatch frames left out):")
+        proc = subprocess.run([sys.executable, "-c", CLI_PROFILED, "--db", url, "usage",
+                               "--project", "big", "--format", "csv", "--limit", str(limit)],
+                              check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+        for line in proc.stderr.rstrip().splitlines()[-8:]:
+            print(f"    {line}")
 
 
 BUDGET_CHECK_DAYS = ("2026-11-18", "2026-11-19", "2026-11-20")

@@ -206,10 +206,14 @@ def show_progress(output: Path | None) -> bool:
 
 def tracked(items: Iterable[T], label: str, *, total: int | None = None,
             enabled: bool = False, every: int = 1) -> Iterator[T]:
-    """Iterate ``items``, showing a transient progress bar on stderr when ``enabled``."""
+    """Iterate ``items``, showing a transient progress bar on stderr when ``enabled`` (else
+    ``items``' own iterator: no extra step per item)."""
     if not enabled:
-        yield from items
-        return
+        return iter(items)
+    return _tracked(items, label, total, every)
+
+
+def _tracked(items: Iterable[T], label: str, total: int | None, every: int) -> Iterator[T]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,

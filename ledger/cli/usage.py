@@ -12,7 +12,15 @@ import click
 from ..render import csv as render_csv
 from ..render import json as render_json
 from ..render import table as render_table
-from ..reports import USAGE_STATUSES, UsageRow, calibration, count_usage, usage_rows
+from ..reports import (
+    USAGE_STATUSES,
+    UsageRecord,
+    calibration,
+    count_usage,
+    usage_dicts,
+    usage_records,
+    usage_rows,
+)
 from .options import (
     CliState,
     format_option,
@@ -86,25 +94,33 @@ def usage(state: CliState, project: str | None, month: str | None, model: str | 
     total = count_usage(book.store, **filters) if progress else None
     if total is not None and limit is not None:
         total = min(total, limit)
-    stream = usage_rows(book.store, **filters)
+    if fmt == "table":
+        rows_stream = usage_rows(book.store, **filters)
+        try:
+            shown = list(tracked(islice(rows_stream, limit), "usage rows", total=total,
+                                 enabled=progress, every=1000))
+        finally:
+            rows_stream.close()
+        with text_output(output) as out:
+            console = render_table.console(out, terminal=None if output is None else False)
+            console.print(render_table.usage(shown))
+        if limit is not None and len(shown) == limit:
+            more = count_usage(book.store, **filters) - limit
+            if more > 0:
+                click.echo(f"... {more:,} more; use --limit N, or --format csv/json for all",
+                           err=True)
+        return
+    # Exports: raw records from the DBAPI cursor, rendered without an object per row.
+    stream = usage_records(book.store, **filters)
     try:
-        rows_iter: Iterator[UsageRow] = stream if limit is None else islice(stream, limit)
-        rows_iter = tracked(rows_iter, "usage rows", total=total, enabled=progress, every=1000)
+        records: Iterator[UsageRecord] = stream if limit is None else islice(stream, limit)
+        records = tracked(records, "usage rows", total=total, enabled=progress, every=1000)
         with text_output(output) as out:
             if fmt == "json":
-                render_json.stream_array((r.to_dict() for r in rows_iter), out)
+                render_json.stream_array(usage_dicts(records), out)
             elif fmt == "jsonl":
-                render_json.stream_lines((r.to_dict() for r in rows_iter), out)
-            elif fmt == "csv":
-                render_csv.usage(out, rows_iter)
+                render_json.stream_lines(usage_dicts(records), out)
             else:
-                shown = list(rows_iter)
-                console = render_table.console(out, terminal=None if output is None else False)
-                console.print(render_table.usage(shown))
-                if limit is not None and len(shown) == limit:
-                    more = count_usage(book.store, **filters) - limit
-                    if more > 0:
-                        click.echo(f"... {more:,} more; use --limit N, or --format csv/json "
-                                   "for all", err=True)
+                render_csv.usage_records(out, records)
     finally:
         stream.close()

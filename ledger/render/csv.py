@@ -18,15 +18,15 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-from ..money import money_str, price_from_units
+from ..money import money_str, price_from_units, units_str
 
 if TYPE_CHECKING:
     from ..budget import BudgetState
     from ..invoice import CreditNote, Invoice, InvoiceLine
     from ..pricing import Price
-    from ..reports import BudgetLine, BudgetReport, Calibration, UsageRow
+    from ..reports import BudgetLine, BudgetReport, Calibration, UsageRecord, UsageRow
     from ..webhook import AlertLike
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -55,6 +55,24 @@ def is_formula(value: str) -> bool:
 def safe_text(value: str) -> str:
     """``value`` made safe to open in a spreadsheet (a leading ``'`` if it could be a formula)."""
     return "'" + value if is_formula(value) else value
+
+
+#: Text that provably cannot be a formula: its first character is no space, quote, formula
+#: start or separator, and no separator follows (so no piece starts anywhere else). Such text
+#: is what :func:`safe_text` returns unchanged; anything else goes through ``safe_text``.
+_PLAIN = re.compile("[^\\s\"'=+\\-@\uff1d\uff0b\uff0d\uff20" + re.escape(SEPARATORS) + "]"
+                    "[^" + re.escape(SEPARATORS) + "]*")
+
+
+def fast_safe_text(value: str) -> str:
+    """:func:`safe_text`, with one precompiled match for the common case of plain text."""
+    return value if _PLAIN.fullmatch(value) else safe_text(value)
+
+
+#: Plain text (as :data:`_PLAIN`) that the csv module would not quote either (no ``"``): a
+#: cell written exactly as it is.
+_PLAIN_CELL = re.compile("[^\\s\"'=+\\-@\uff1d\uff0b\uff0d\uff20" + re.escape(SEPARATORS)
+                         + "][^\"" + re.escape(SEPARATORS) + "]*")
 
 
 def cell(value: Cell) -> str:
@@ -166,6 +184,120 @@ def usage(out: IO[str], rows: Iterable[UsageRow]) -> int:
             None if r.tags is None else safe_text(r.tags)))
         count += 1
     return count
+
+
+#: What makes the csv module quote a cell (``QUOTE_MINIMAL``, delimiter ``,``, quote ``"``,
+#: line terminator CR LF): any of these characters in it.
+_NEEDS_QUOTES = re.compile('[,"\r\n]')
+
+
+def csv_field(text: str) -> str:
+    """``text`` as the csv module writes it in a cell of a row of several cells."""
+    if _NEEDS_QUOTES.search(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def usage_records(out: IO[str], records: Iterable[UsageRecord], flush_every: int = 2000) -> int:
+    """:func:`usage` of raw store records (``reports.usage_records``), byte for byte, without
+    an object, Decimal or datetime per row.
+
+    Numbers come from the stored integers (:class:`~ledger.reports.ExactStrings`); text is
+    neutralised as :func:`safe_text` does and quoted as the csv module does
+    (:func:`csv_field`): names, months, statuses, end users and tags through a bounded cache,
+    as they repeat; call ids and errors by one precompiled match each. Lines are written
+    ``flush_every`` at a time.
+    """
+    from ..reports import ExactStrings, UsageRow
+
+    strings = ExactStrings()
+    limit = ExactStrings.LIMIT
+    safe_cells: dict[str, str] = {}
+    raw_cells: dict[str, str] = {}
+    tag_cells: dict[str, str] = {}
+    amounts: dict[int, str] = {}
+    prices: dict[int, str] = {}
+    seconds: dict[int, str] = {}
+    safe_get, raw_get, tags_get = safe_cells.get, raw_cells.get, tag_cells.get
+    amount_get, price_get, second_get = amounts.get, prices.get, seconds.get
+    plain_cell = _PLAIN_CELL.fullmatch
+
+    def second(at_second: int) -> str:
+        """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch, cached."""
+        if len(seconds) >= limit:
+            seconds.clear()
+        found = seconds[at_second] = strings.second(at_second)
+        return found
+
+    def price(units: int) -> str:
+        """A price per 1K tokens (a handful of distinct ones), cached."""
+        if len(prices) >= limit:
+            prices.clear()
+        found = prices[units] = strings.price(units)
+        return found
+
+    def named(value: str) -> str:
+        """A project, model or end user (they repeat): neutralised and quoted, then cached."""
+        if len(safe_cells) >= limit:
+            safe_cells.clear()
+        found = safe_cells[value] = csv_field(safe_text(value))
+        return found
+
+    def raw(value: str) -> str:
+        """A month or status (written as is, like the csv module): quoted if need be."""
+        if len(raw_cells) >= limit:
+            raw_cells.clear()
+        found = raw_cells[value] = csv_field(value)
+        return found
+
+    def tagged(stored: str) -> str:
+        """Tags as stored (``",k=v,"``) as the cell ``k=v`` (neutralised, quoted), cached."""
+        if len(tag_cells) >= limit:
+            tag_cells.clear()
+        found = tag_cells[stored] = csv_field(safe_text(stored.strip(",")))
+        return found
+
+    def amount(units: int) -> str:
+        """An exact amount (costs repeat: the same tokens at the same price), cached."""
+        if len(amounts) >= limit:
+            amounts.clear()
+        found = amounts[units] = units_str(units)
+        return found
+
+    def text(value: str) -> str:
+        """A call id or an error (rarely repeated): as is when it is plain, else checked."""
+        return value if plain_cell(value) else csv_field(safe_text(value))
+
+    out.write(",".join(csv_field(name) for name in UsageRow.FIELDS) + "\r\n")
+    lines: list[str] = []
+    add = lines.append
+    count = 0
+    row: Any
+    for row in records:
+        (id_, at, project, month, model, status, estimated, prompt, completion, cached, est,
+         input_price, output_price, cached_price, cost, http_status, error, call_id,
+         reasoning, user, tags) = row
+        # A cache hit is one dict lookup; "" (an empty cell) is a miss, recomputed: still "".
+        at_second, micro = divmod(at, 1_000_000)
+        add(f"{id_},{second_get(at_second) or second(at_second)}"
+            f"{f'.{micro:06d}' if micro else ''}+00:00,{safe_get(project) or named(project)},"
+            f"{raw_get(month) or raw(month)},{safe_get(model) or named(model)},"
+            f"{raw_get(status) or raw(status)},{'true' if estimated else 'false'},"
+            f"{prompt},{completion},{cached},{'' if est is None else est},"
+            f"{price_get(input_price) or price(input_price)},"
+            f"{price_get(output_price) or price(output_price)},"
+            f"{'' if cached_price is None else (price_get(cached_price) or price(cached_price))},"
+            f"{amount_get(cost) or amount(cost)},{'' if http_status is None else http_status},"
+            f"{'' if error is None else text(error)},{'' if call_id is None else text(call_id)},"
+            f"{'' if reasoning is None else reasoning},"
+            f"{'' if user is None else (safe_get(user) or named(user))},"
+            f"{(tags_get(tags) or tagged(tags)) if tags else ''}\r\n")
+        if len(lines) >= flush_every:
+            out.write("".join(lines))
+            count += len(lines)
+            lines.clear()
+    out.write("".join(lines))
+    return count + len(lines)
 
 
 def calibration(out: IO[str], rows: Iterable[Calibration]) -> int:

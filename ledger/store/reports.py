@@ -1,17 +1,19 @@
 """The SQL behind reports: daily spend, streamed usage rows and estimator calibration.
 
 Everything is aggregated by the database (``GROUP BY`` on the indexed ``month``/``project``
-columns); usage rows are streamed in batches (``yield_per``: a server-side cursor on
-PostgreSQL, SQLite's lazy cursor), so memory stays flat however many rows there are.
+columns); usage rows are streamed in batches straight from the DBAPI cursor (a named,
+server-side cursor on PostgreSQL, SQLite's lazy cursor; ``fetchmany``, no SQLAlchemy row per
+event), so memory stays flat however many rows there are.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, case, false, func, select
-from sqlalchemy.engine import RowMapping
 
 from .ops import Store
 from .schema import events
@@ -72,28 +74,49 @@ def daily_costs(store: Store, month: str, month_start: int) -> dict[str, dict[in
     return out
 
 
-def iter_usage(store: Store, flt: UsageFilter, batch: int = 2000) -> Iterator[RowMapping]:
-    """The filtered events by call time (``at``, then ``id`` for calls at the same instant:
-    a call recorded late with ``at=`` takes its place in time), each a row mapping by
-    column name, streamed.
+#: The columns of a usage record, in order: ``ledger usage``'s fields as stored (``at`` in
+#: microseconds, prices in PRICE_UNIT, ``cost`` in UNIT, ``tags`` as ``",k=v,"``).
+USAGE_COLUMNS = ("id", "at", "project", "month", "model", "status", "estimated",
+                 "prompt_tokens", "completion_tokens", "cached_tokens", "est_prompt_tokens",
+                 "input_price", "output_price", "cached_price", "cost", "http_status", "error",
+                 "call_id", "reasoning_tokens", "user", "tags")
 
-    A generator: the read transaction stays open while it is consumed; close it (or exhaust
-    it) to release the connection.
+
+def usage_batches(store: Store, flt: UsageFilter, batch: int = 5000
+                  ) -> Iterator[list[tuple[Any, ...]]]:
+    """The filtered events by call time (``at``, then ``id`` for calls at the same instant:
+    a call recorded late with ``at=`` takes its place in time), as plain DBAPI tuples in
+    :data:`USAGE_COLUMNS` order, ``batch`` at a time (``fetchmany``).
+
+    The statement is compiled once and run on the raw DBAPI connection: a named (server-side)
+    cursor on PostgreSQL, so the server sends ``batch`` rows per round trip and the client
+    never holds more; SQLite's cursor steps the statement lazily. A generator: the read
+    transaction stays open while it is consumed; close it (or exhaust it) to release the
+    connection.
     """
     stmt = (
-        select(events)
+        select(*(events.c[name] for name in USAGE_COLUMNS))
         .where(*flt.where())
         .order_by(events.c.at, events.c.id)
     )
     try:
         with store.read() as conn:
-            result = conn.execution_options(yield_per=batch).execute(stmt)
+            compiled = stmt.compile(dialect=conn.dialect,
+                                    compile_kwargs={"render_postcompile": True})
+            params: Any = compiled.params
+            if compiled.positional:
+                params = [params[name] for name in compiled.positiontup or ()]
+            raw: Any = conn.connection.driver_connection
+            if conn.dialect.name == "postgresql":
+                cursor = raw.cursor(name=f"ledger_usage_{uuid.uuid4().hex}")
+            else:
+                cursor = raw.cursor()
             try:
-                for partition in result.partitions():
-                    for row in partition:
-                        yield row._mapping
+                cursor.execute(str(compiled), params)
+                while rows := cursor.fetchmany(batch):
+                    yield rows
             finally:
-                result.close()
+                cursor.close()
     except Exception as exc:
         if not is_unavailable(exc):
             raise
