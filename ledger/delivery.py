@@ -66,8 +66,8 @@ class Backoff:
     def delay(self, failures: int, rand: float) -> float:
         """Seconds to wait after ``failures`` failures (``rand`` in [0, 1)): the capped
         exponential step, jittered into [step / 2, step)."""
-        step = min(self.cap, self.base * float(2 ** min(failures - 1, 62)))
-        return float(step / 2 + step / 2 * rand)
+        step = min(self.cap, self.base * float(2 ** min(failures - 1, 62)))  # float ok: seconds
+        return float(step / 2 + step / 2 * rand)  # float ok: seconds
 
 
 @dataclass

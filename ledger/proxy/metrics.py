@@ -110,7 +110,7 @@ class Metrics:
         if cost_units:
             # Prometheus samples are float64 by its format: this counter is a view for
             # dashboards and alerts, never money of record (the ledger's events are).
-            self.cost.labels(project, label).inc(float(from_units(cost_units)))
+            self.cost.labels(project, label).inc(float(from_units(cost_units)))  # float ok
         if outcome.prompt_tokens:
             self.tokens.labels(project, label, "prompt").inc(outcome.prompt_tokens)
         if outcome.completion_tokens:
