@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -54,3 +56,34 @@ def test_opening_a_fresh_database_migrates_it(any_url: str) -> None:
         assert book.price("kimi-k2.5").input_per_1k == 2 * book.price("kimi-k2.6").input_per_1k / 2
         with book.engine.connect() as conn:
             assert current_revision(conn) == head_revision()
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    """``SCHEMA_HEAD`` (the no-Alembic check of an up-to-date ledger) names the newest
+    migration: a new migration that forgets it fails here."""
+    from ledger.store.engine import SCHEMA_HEAD
+
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_an_up_to_date_ledger_opens_without_importing_alembic(tmp_path: Path) -> None:
+    """A second process opening a ledger already at head never imports Alembic; one behind
+    head is still upgraded (the fast check only ever says "nothing to do")."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/l.db"
+    Ledger(url).close()
+    code = ("import sys\nfrom ledger import Ledger\nLedger(sys.argv[1]).close()\n"
+            "print('alembic' in sys.modules)")
+    fresh = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
+                           check=True)
+    assert fresh.stdout.strip() == "False"
+    engine = make_engine(url)
+    downgrade(engine, "0006")
+    behind = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
+                            check=True)
+    assert behind.stdout.strip() == "True"
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+    engine.dispose()
