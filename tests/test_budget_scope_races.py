@@ -284,3 +284,44 @@ class TestARunningTotalCreatedUnderAHold:
         finally:
             mine.close()
             other.close()
+
+
+class TestABudgetSetDuringASettle:
+    def test_a_settle_in_flight_is_counted_in_the_new_budget(self, pg_url: str) -> None:
+        """PostgreSQL: a settle has read its budgets (none for the tag yet) and not committed
+        when a tag budget is set: the budget's running total still counts that call once
+        (set_budget waits for settles in flight) and the books agree with the events."""
+        clock = ManualClock(AT)
+        settler, setter = Ledger(pg_url, clock=clock), Ledger(pg_url, clock=clock)
+        try:
+            project = project_name()
+            held = settler.hold(project, "kimi-k2.5", 1000, 0, tags={"feature": "search"})
+            store = settler.store
+            real = store._matches
+            read, go = threading.Event(), threading.Event()
+
+            def paused(*args: object, **kwargs: object) -> object:
+                found = real(*args, **kwargs)  # type: ignore[arg-type]
+                read.set()
+                assert go.wait(30)
+                return found
+
+            store._matches = paused  # type: ignore[method-assign]
+            settled = threading.Thread(target=settler.settle, args=(held.call_id, 1000, 0))
+            settled.start()
+            assert read.wait(30)
+            budget = threading.Thread(target=setter.set_budget,
+                                      args=(project, Decimal("5")),
+                                      kwargs={"period": "day", "tag": "feature=search"})
+            budget.start()
+            time.sleep(0.5)  # let set_budget run into the settle, if it waits at all
+            go.set()
+            settled.join(30)
+            budget.join(30)
+            store._matches = real  # type: ignore[method-assign]
+            [window] = [w for w in setter.budget_windows(project) if w.budget.tag]
+            assert window.spent == Decimal("0.02")  # 1,000 tokens at $0.020 per 1K
+            assert setter.store.check_totals() == []
+        finally:
+            settler.close()
+            setter.close()

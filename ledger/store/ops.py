@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -140,14 +141,17 @@ class Store:
         set. A budget dated in the future starts from its window's events when its first call
         comes.
 
-        One race is not closed (PostgreSQL only; SQLite writes one at a time): a settle that
-        has already read its budgets when this commits, and commits after it, counts its
-        event neither in the recount (not yet committed) nor in the new running total (it
-        did not see the budget). That cost is then missing from the new total until
-        ``check_totals`` reports it; closing it needs one lock order shared by settles and
-        recounts (see the closing note of issue 10).
+        On PostgreSQL a settle that has read its budgets but not committed would count its
+        event neither in the recount (not committed yet) nor in the new running total (it did
+        not see the budget). So this first takes ``events`` in SHARE mode: it waits for the
+        transactions writing events to commit, and new ones wait for it (a settle's budget
+        read comes after its event insert, so it then sees this budget). Setting a budget is
+        rare; a settle waits for it at most one short transaction. (SQLite writes one
+        transaction at a time.)
         """
         with self.write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("LOCK TABLE events IN SHARE MODE"))
             budget_sql.set_budget(conn, self.hot, self._insert, budget, now)
 
     @_translate
