@@ -326,7 +326,12 @@ class Ledger:
         return from_units(self.store.spend_units(project, at, period, user, tag))
 
     def alerts(self, project: str | None = None, since_id: int = 0) -> list[Alert]:
-        """The budget alerts written, oldest first (``since_id``: only those after it)."""
+        """The budget alerts written, oldest first (``since_id``: only those after it).
+
+        Polling with ``since_id`` = the last id seen can miss an alert on PostgreSQL, which
+        hands out ids at insert and shows rows at commit, in another order: poll from the
+        last id older than a minute instead and skip the ids already handled (as
+        ``ledger alerts deliver`` does, see ``ledger.delivery.IN_FLIGHT``)."""
         if project is not None:
             check_name(project, "project")
         if isinstance(since_id, bool) or not isinstance(since_id, int):
