@@ -10,6 +10,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,20 @@ def _normal_upstream(sim: RunAPISimulator) -> None:
 
 def new_key(book: Ledger, project: str, **kwargs: Any) -> str:
     return create_key(book.store, book.now(), project, **kwargs).key
+
+
+@contextmanager
+def streaming(proxy: Proxy, key: str) -> Iterator[Iterator[str]]:
+    """A streamed chat call through ``proxy``, read up to its first ``data:`` line: yields the
+    rest of its lines."""
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", proxy.openai_base_url + "/chat/completions",
+                           headers={"authorization": f"Bearer {key}"},
+                           json={"model": "kimi-k2.5", "messages": MESSAGES,
+                                 "stream": True}) as reply:
+            lines = reply.iter_lines()
+            next(line for line in lines if line.startswith("data:"))
+            yield lines
 
 
 def project_events(book: Ledger, project: str) -> list[dict[str, Any]]:
@@ -431,15 +446,9 @@ class TestProcesses:
         key = new_key(book, "drain")
         sim.enqueue(Behavior(chunk_delay=0.1))
         with running_proxy(db_url, sim.base_url, tmp_path) as proxy:
-            with httpx.Client(timeout=30) as client:
-                with client.stream("POST", proxy.openai_base_url + "/chat/completions",
-                                   headers={"authorization": f"Bearer {key}"},
-                                   json={"model": "kimi-k2.5", "messages": MESSAGES,
-                                         "stream": True}) as reply:
-                    lines = reply.iter_lines()
-                    next(line for line in lines if line.startswith("data:"))
-                    proxy.proc.send_signal(signal.SIGTERM)
-                    rest = [line for line in lines if line.startswith("data:")]
+            with streaming(proxy, key) as lines:
+                proxy.proc.send_signal(signal.SIGTERM)
+                rest = [line for line in lines if line.startswith("data:")]
             assert rest[-1] == "data: [DONE]"
             assert proxy.proc.wait(30) == 0
         (event,) = project_events(book, "drain")
@@ -454,17 +463,11 @@ class TestProcesses:
         sim.enqueue(Behavior(chunk_delay=0.5))  # about 10 s to the end
         with running_proxy(db_url, sim.base_url, tmp_path,
                            args=["--drain-seconds", "1"]) as proxy:
-            with httpx.Client(timeout=30) as client:
-                with client.stream("POST", proxy.openai_base_url + "/chat/completions",
-                                   headers={"authorization": f"Bearer {key}"},
-                                   json={"model": "kimi-k2.5", "messages": MESSAGES,
-                                         "stream": True}) as reply:
-                    lines = reply.iter_lines()
-                    next(line for line in lines if line.startswith("data:"))
-                    stopped = time.monotonic()
-                    proxy.proc.send_signal(signal.SIGTERM)
-                    with pytest.raises(httpx.HTTPError):
-                        list(lines)
+            with streaming(proxy, key) as lines:
+                stopped = time.monotonic()
+                proxy.proc.send_signal(signal.SIGTERM)
+                with pytest.raises(httpx.HTTPError):
+                    list(lines)
             assert proxy.proc.wait(30) == 0
             assert time.monotonic() - stopped < 8
         (event,) = project_events(book, "cut")
@@ -479,16 +482,10 @@ class TestProcesses:
         book.set_budget("killed", Decimal("5"))
         sim.enqueue(Behavior(chunk_delay=0.2))
         with running_proxy(db_url, sim.base_url, tmp_path) as proxy:
-            with httpx.Client(timeout=30) as client:
-                with client.stream("POST", proxy.openai_base_url + "/chat/completions",
-                                   headers={"authorization": f"Bearer {key}"},
-                                   json={"model": "kimi-k2.5", "messages": MESSAGES,
-                                         "stream": True}) as reply:
-                    lines = reply.iter_lines()
-                    next(line for line in lines if line.startswith("data:"))
-                    proxy.stop(signal.SIGKILL)
-                    with pytest.raises(httpx.HTTPError):
-                        list(lines)
+            with streaming(proxy, key) as lines:
+                proxy.stop(signal.SIGKILL)
+                with pytest.raises(httpx.HTTPError):
+                    list(lines)
         assert book.budget("killed").held > 0 and project_events(book, "killed") == []
         later = ManualClock(book.now() + book.hold_ttl + book.hold_ttl / 10)
         with Ledger(db_url, clock=later) as after:
