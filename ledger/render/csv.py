@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
@@ -198,6 +198,24 @@ def csv_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+def _bounded(make: Callable[[Any], str]) -> tuple[Callable[[Any], str | None],
+                                                  Callable[[Any], str]]:
+    """A cache of ``make`` holding at most ``ExactStrings.LIMIT`` values (full, it starts
+    again): its lookup (None on a miss) and its miss handler (computes, keeps, returns)."""
+    from ..reports import ExactStrings
+
+    cache: dict[Any, str] = {}
+    limit = ExactStrings.LIMIT
+
+    def miss(key: Any) -> str:
+        if len(cache) >= limit:
+            cache.clear()
+        found = cache[key] = make(key)
+        return found
+
+    return cache.get, miss
+
+
 def usage_records(out: IO[str], records: Iterable[UsageRecord], flush_every: int = 2000) -> int:
     """:func:`usage` of raw store records (``reports.usage_records``), byte for byte, without
     an object, Decimal or datetime per row.
@@ -211,58 +229,14 @@ def usage_records(out: IO[str], records: Iterable[UsageRecord], flush_every: int
     from ..reports import ExactStrings, UsageRow
 
     strings = ExactStrings()
-    limit = ExactStrings.LIMIT
-    safe_cells: dict[str, str] = {}
-    raw_cells: dict[str, str] = {}
-    tag_cells: dict[str, str] = {}
-    amounts: dict[int, str] = {}
-    prices: dict[int, str] = {}
-    seconds: dict[int, str] = {}
-    safe_get, raw_get, tags_get = safe_cells.get, raw_cells.get, tag_cells.get
-    amount_get, price_get, second_get = amounts.get, prices.get, seconds.get
+    # Each cache: its lookup (a hit is one dict get) and what computes and keeps a miss.
+    safe_get, named = _bounded(lambda value: csv_field(safe_text(value)))  # names, end users
+    raw_get, raw = _bounded(csv_field)                                     # months, statuses
+    tags_get, tagged = _bounded(lambda stored: csv_field(safe_text(stored.strip(","))))
+    amount_get, amount = _bounded(units_str)                               # exact costs
+    price_get, price = _bounded(strings.price)                             # per 1K tokens
+    second_get, second = _bounded(strings.second)                          # YYYY-MM-DDTHH:MM:SS
     plain_cell = _PLAIN_CELL.fullmatch
-
-    def second(at_second: int) -> str:
-        """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch, cached."""
-        if len(seconds) >= limit:
-            seconds.clear()
-        found = seconds[at_second] = strings.second(at_second)
-        return found
-
-    def price(units: int) -> str:
-        """A price per 1K tokens (a handful of distinct ones), cached."""
-        if len(prices) >= limit:
-            prices.clear()
-        found = prices[units] = strings.price(units)
-        return found
-
-    def named(value: str) -> str:
-        """A project, model or end user (they repeat): neutralised and quoted, then cached."""
-        if len(safe_cells) >= limit:
-            safe_cells.clear()
-        found = safe_cells[value] = csv_field(safe_text(value))
-        return found
-
-    def raw(value: str) -> str:
-        """A month or status (written as is, like the csv module): quoted if need be."""
-        if len(raw_cells) >= limit:
-            raw_cells.clear()
-        found = raw_cells[value] = csv_field(value)
-        return found
-
-    def tagged(stored: str) -> str:
-        """Tags as stored (``",k=v,"``) as the cell ``k=v`` (neutralised, quoted), cached."""
-        if len(tag_cells) >= limit:
-            tag_cells.clear()
-        found = tag_cells[stored] = csv_field(safe_text(stored.strip(",")))
-        return found
-
-    def amount(units: int) -> str:
-        """An exact amount (costs repeat: the same tokens at the same price), cached."""
-        if len(amounts) >= limit:
-            amounts.clear()
-        found = amounts[units] = units_str(units)
-        return found
 
     def text(value: str) -> str:
         """A call id or an error (rarely repeated): as is when it is plain, else checked."""
